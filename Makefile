@@ -1,0 +1,35 @@
+# Two commands for a learner: `make lab` opens the lessons, `make test` runs every test.
+# Both create .venv and install the project on first use; a stamp keyed on the dependency
+# files means nothing is reinstalled until pyproject.toml changes (torch is ~5 GB).
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export TQDM_DISABLE_IN_TESTS ?=
+
+.PHONY: lab test setup lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mnist-lessons)"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: $(STAMP)
+	MNIST_LESSONS_CI=$${MNIST_LESSONS_CI-1} TQDM_DISABLE=1 MPLBACKEND=Agg \
+	  $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  --nbval-kernel-startup-timeout 120 --nbval-cell-timeout 600 $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

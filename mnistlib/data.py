@@ -1,0 +1,453 @@
+"""MNIST loading, the train/validation split, normalisation and augmentation.
+
+Two paths to the same tensors: the classic ``torchvision`` Dataset + DataLoader (one PIL image
+at a time, as most tutorials do), and a fast in-memory path that keeps the whole set as one
+uint8 tensor and slices, augments and normalises whole batches at once.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.data import DataLoader, Subset
+from torchvision.transforms import v2
+
+from .config import DATA_ENV, data_root
+
+__all__ = [
+    "RAW_FILES",
+    "MNISTNotFoundError",
+    "IDXFormatError",
+    "load_mnist",
+    "mnist_tensors",
+    "import_idx",
+    "split_indices",
+    "normalization_constants",
+    "normalize",
+    "Augment",
+    "AUGMENTATIONS",
+    "list_augmentations",
+    "get_augment",
+    "torchvision_transform",
+    "TensorLoader",
+    "DataBundle",
+    "get_data",
+    "torchvision_loaders",
+]
+
+#: The four IDX files, as torchvision keeps them under ``<root>/MNIST/raw``: name → (magic, count).
+RAW_FILES: dict[str, tuple[int, int]] = {
+    "train-images-idx3-ubyte": (2051, 60_000),
+    "train-labels-idx1-ubyte": (2049, 60_000),
+    "t10k-images-idx3-ubyte": (2051, 10_000),
+    "t10k-labels-idx1-ubyte": (2049, 10_000),
+}
+
+
+class MNISTNotFoundError(FileNotFoundError):
+    """The MNIST files are not in the data root and could not be downloaded."""
+
+
+class IDXFormatError(ValueError):
+    """A file offered as MNIST IDX data is truncated, corrupt or of the wrong kind."""
+
+
+def raw_dir(root: str | Path | None = None) -> Path:
+    """``<root>/MNIST/raw``, where torchvision looks for (and downloads) the IDX files."""
+    return Path(root if root is not None else data_root()) / "MNIST" / "raw"
+
+
+def _missing(root: Path) -> list[str]:
+    return [name for name in RAW_FILES if not (raw_dir(root) / name).is_file()]
+
+
+def load_mnist(
+    train: bool = True,
+    root: str | Path | None = None,
+    transform: object | None = None,
+    download: bool = True,
+) -> torchvision.datasets.MNIST:
+    """The torchvision MNIST dataset from the data root, downloading it when missing.
+
+    With no files and no network, raise :class:`MNISTNotFoundError` naming the missing files
+    and the two ways to fix it, instead of torchvision's long traceback.
+    """
+    root = Path(root) if root is not None else data_root()
+    missing = _missing(root)
+    try:
+        return torchvision.datasets.MNIST(
+            root=str(root), train=train, transform=transform, download=download and bool(missing)
+        )
+    except Exception as exc:  # network errors, checksum errors, "Dataset not found"
+        missing = _missing(root) or list(RAW_FILES)
+        raise MNISTNotFoundError(
+            f"MNIST is not in {raw_dir(root)} (missing: {', '.join(missing)}) and could not be "
+            f"downloaded ({type(exc).__name__}).\nFix it in one of two ways:\n"
+            "  1. connect to the internet and run again: torchvision downloads it there;\n"
+            "  2. copy the four IDX files (plain or .gz) from a folder you have:\n"
+            "       python -m mnistlib data import /path/to/folder\n"
+            f"Set {DATA_ENV} to use another data root."
+        ) from None
+
+
+@lru_cache(maxsize=4)
+def _tensors(train: bool, root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_mnist(train=train, root=root)
+    return ds.data.contiguous(), ds.targets.to(torch.int64).contiguous()
+
+
+def mnist_tensors(
+    train: bool = True, root: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole set as ``(images uint8 [N, 28, 28], labels int64 [N])``, loaded once per root."""
+    root = Path(root) if root is not None else data_root()
+    return _tensors(train, str(root.resolve()))
+
+
+# --------------------------------------------------------------------------- offline import
+
+
+def _read_maybe_gz(path: Path) -> bytes:
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise IDXFormatError(f"{path.name}: broken gzip file ({exc})") from None
+    return data
+
+
+def validate_idx(name: str, data: bytes) -> None:
+    """Check one IDX file's magic number, count, 28×28 shape, length and (labels) values 0–9."""
+    magic, count = RAW_FILES[name]
+    if len(data) < 8:
+        raise IDXFormatError(f"{name}: too short to be an IDX file ({len(data)} bytes)")
+    got_magic, got_count = struct.unpack(">II", data[:8])
+    if got_magic != magic:
+        raise IDXFormatError(f"{name}: wrong magic number {got_magic} (expected {magic})")
+    if got_count != count:
+        raise IDXFormatError(f"{name}: holds {got_count} items (expected {count})")
+    if magic == 2051:
+        rows, cols = struct.unpack(">II", data[8:16]) if len(data) >= 16 else (0, 0)
+        if (rows, cols) != (28, 28):
+            raise IDXFormatError(f"{name}: images are {rows}×{cols} (expected 28×28)")
+        expected = 16 + count * 28 * 28
+    else:
+        expected = 8 + count
+    if len(data) != expected:
+        raise IDXFormatError(
+            f"{name}: {len(data)} bytes, expected {expected} (truncated or padded file)"
+        )
+    if magic == 2049 and max(data[8:]) > 9:
+        raise IDXFormatError(f"{name}: labels outside 0–9")
+
+
+def import_idx(source: str | Path, root: str | Path | None = None) -> Path:
+    """Copy the four MNIST IDX files (plain or ``.gz``) from ``source`` into the data root.
+
+    Every file is read and validated before anything is written; files are written to a
+    temporary name and renamed, so a bad file or an interruption leaves the root unchanged.
+    Returns the folder written to.
+    """
+    source = Path(source)
+    if not source.is_dir():
+        raise IDXFormatError(f"{source} is not a folder")
+    contents: dict[str, bytes] = {}
+    for name in RAW_FILES:
+        candidates = [source / name, source / f"{name}.gz", source / "MNIST" / "raw" / name]
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            raise IDXFormatError(f"{name} (or {name}.gz) not found in {source}")
+        data = _read_maybe_gz(found)
+        validate_idx(name, data)
+        contents[name] = data
+    target = raw_dir(root)
+    target.mkdir(parents=True, exist_ok=True)
+    for name, data in contents.items():
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target / name)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    _tensors.cache_clear()
+    return target
+
+
+# --------------------------------------------------------------------------- split and stats
+
+
+def split_indices(
+    n: int = 60_000, val_size: int = 5_000, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded, disjoint train/validation split of ``range(n)``; both halves sorted."""
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size must be in [0, {n}), got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[val_size:].sort().values, perm[:val_size].sort().values
+
+
+@lru_cache(maxsize=4)
+def _stats(root: str) -> tuple[float, float]:
+    images, _ = _tensors(True, root)
+    x = images.to(torch.float64) / 255.0
+    return float(x.mean()), float(x.std())
+
+
+def normalization_constants(root: str | Path | None = None) -> tuple[float, float]:
+    """Mean and standard deviation of the 60,000 training pixels, scaled to 0–1 (≈0.1307, 0.3081)."""
+    root = Path(root) if root is not None else data_root()
+    return _stats(str(root.resolve()))
+
+
+def normalize(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Standardise pixels in 0–1 with the dataset's constants."""
+    return (x - mean) / std
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random per-image geometry applied to a whole batch at once (one affine warp each).
+
+    ``rotation``: max degrees either way; ``crop_p``/``crop_size``: with probability ``crop_p``
+    take the centre ``crop_size``×``crop_size`` and scale it back to 28×28 (a zoom);
+    ``shift``: max translation in pixels either way.
+    """
+
+    rotation: float = 0.0
+    crop_p: float = 0.0
+    crop_size: int = 22
+    shift: float = 0.0
+
+    @property
+    def is_identity(self) -> bool:
+        return self.rotation == 0 and (self.crop_p == 0 or self.crop_size >= 28) and self.shift == 0
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Warp a float batch ``[B, 1, H, W]`` with pixels in 0–1 (background 0)."""
+        if self.is_identity:
+            return x
+        b, _, h, w = x.shape
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=generator).to(x.device)
+
+        angle = (rand(b) * 2 - 1) * math.radians(self.rotation)
+        scale = torch.ones(b, device=x.device)
+        if self.crop_p > 0:
+            zoom = rand(b) < self.crop_p
+            scale = torch.where(zoom, torch.full_like(scale, self.crop_size / w), scale)
+        shift = (rand(b, 2) * 2 - 1) * self.shift * 2 / torch.tensor([w, h], device=x.device)
+        cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+        )
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+#: The series' named augmentations: none (the BatchNorm net), RandomRotation(5) (the
+#: DigitRecognizerCNN recipe), random CenterCrop(22) with p = 0.1 + rotation ±15° (the
+#: 1×1-convolution net), and a small rotation + shift used by the fast recipes.
+AUGMENTATIONS: dict[str, Augment] = {
+    "none": Augment(),
+    "rotate5": Augment(rotation=5),
+    "crop-rotate15": Augment(rotation=15, crop_p=0.1, crop_size=22),
+    "shift2": Augment(shift=2),
+    "rotate10-shift2": Augment(rotation=10, shift=2),
+}
+
+
+def list_augmentations() -> list[str]:
+    """Names accepted wherever an augmentation is asked for."""
+    return list(AUGMENTATIONS)
+
+
+def get_augment(augment: str | Augment | None) -> Augment:
+    """An :class:`Augment` from a name (or pass one through); unknown names list the known ones."""
+    if augment is None:
+        return AUGMENTATIONS["none"]
+    if isinstance(augment, Augment):
+        return augment
+    try:
+        return AUGMENTATIONS[augment]
+    except KeyError:
+        raise KeyError(
+            f"unknown augmentation {augment!r}; known: {', '.join(AUGMENTATIONS)}"
+        ) from None
+
+
+def torchvision_transform(
+    augment: str | Augment | None, mean: float, std: float
+) -> v2.Compose:
+    """The classic per-image torchvision (v2) pipeline for the same augmentation, on PIL images."""
+    aug = get_augment(augment)
+    steps: list[object] = []
+    if aug.crop_p > 0 and aug.crop_size < 28:
+        steps.append(v2.RandomApply([v2.CenterCrop(aug.crop_size), v2.Resize(28)], p=aug.crop_p))
+    if aug.rotation or aug.shift:
+        steps.append(
+            v2.RandomAffine(degrees=aug.rotation, translate=(aug.shift / 28, aug.shift / 28))
+            if aug.shift
+            else v2.RandomRotation(aug.rotation)
+        )
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize([mean], [std])]
+    return v2.Compose(steps)
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+class TensorLoader:
+    """Batches sliced from in-memory uint8 images: shuffle, augment and normalise per batch.
+
+    Behaves like a DataLoader (iterate for ``(x, y)``, ``len()`` is the number of batches) but
+    pays no per-image Python or PIL cost. Shuffling and augmentation are seeded: epoch ``k`` of
+    a loader built with ``seed`` is the same on every run.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 128,
+        shuffle: bool = True,
+        augment: str | Augment | None = "none",
+        mean: float = 0.0,
+        std: float = 1.0,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        drop_last: bool = False,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 3:
+            raise ValueError("images must be a uint8 tensor [N, H, W]")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = get_augment(augment)
+        self.mean, self.std = mean, std
+        self.seed = seed
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    @property
+    def dataset_size(self) -> int:
+        return len(self.images)
+
+    def batch(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images at ``idx`` as a normalised float batch ``[B, 1, 28, 28]``, augmented if set."""
+        x = self.images[idx].unsqueeze(1).to(torch.float32).div_(255.0)
+        x = self.augment(x, generator)
+        return normalize(x, self.mean, self.std)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        n = len(self.images)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size : (i + 1) * self.batch_size]
+            yield self.batch(idx, gen), self.labels[idx]
+
+
+@dataclass
+class DataBundle:
+    """The loaders a training run needs, and the constants they normalise with."""
+
+    train: TensorLoader
+    val: TensorLoader
+    test: TensorLoader
+    mean: float
+    std: float
+    augment: str = "none"
+
+
+def get_data(
+    batch_size: int = 128,
+    augment: str | Augment | None = "none",
+    val_size: int = 5_000,
+    subset: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    root: str | Path | None = None,
+    eval_batch_size: int = 1_000,
+) -> DataBundle:
+    """In-memory train/validation/test loaders (train shuffled and augmented, the others not).
+
+    ``subset=N`` keeps a seeded random N of the training split — for quick runs; validation
+    and test stay whole so their numbers mean the same thing.
+    """
+    images, labels = mnist_tensors(True, root)
+    test_images, test_labels = mnist_tensors(False, root)
+    mean, std = normalization_constants(root)
+    train_idx, val_idx = split_indices(len(images), val_size, seed=0)
+    if subset is not None:
+        if subset < 1:
+            raise ValueError(f"subset must be ≥ 1, got {subset}")
+        pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
+        train_idx = train_idx[pick[:subset]].sort().values
+    common = dict(mean=mean, std=std, device=device)
+    name = augment if isinstance(augment, str) else "custom"
+    return DataBundle(
+        train=TensorLoader(
+            images[train_idx], labels[train_idx], batch_size, True, augment, seed=seed, **common
+        ),
+        val=TensorLoader(images[val_idx], labels[val_idx], eval_batch_size, False, **common),
+        test=TensorLoader(test_images, test_labels, eval_batch_size, False, **common),
+        mean=mean,
+        std=std,
+        augment=name,
+    )
+
+
+def torchvision_loaders(
+    batch_size: int = 128,
+    augment: str | Augment | None = "none",
+    val_size: int = 5_000,
+    num_workers: int = 0,
+    root: str | Path | None = None,
+    seed: int = 0,
+) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """The classic path: torchvision MNIST + per-image transforms + DataLoader (train, val, test)."""
+    mean, std = normalization_constants(root)
+    train_tf = torchvision_transform(augment, mean, std)
+    plain_tf = torchvision_transform("none", mean, std)
+    train_full = load_mnist(True, root, transform=train_tf)
+    val_full = load_mnist(True, root, transform=plain_tf)
+    test = load_mnist(False, root, transform=plain_tf)
+    train_idx, val_idx = split_indices(len(train_full), val_size, seed=0)
+    gen = torch.Generator().manual_seed(seed)
+    kw = dict(num_workers=num_workers, persistent_workers=num_workers > 0)
+    return (
+        DataLoader(Subset(train_full, train_idx.tolist()), batch_size, shuffle=True,
+                   generator=gen, **kw),
+        DataLoader(Subset(val_full, val_idx.tolist()), 1_000, shuffle=False, **kw),
+        DataLoader(test, 1_000, shuffle=False, **kw),
+    )

@@ -1,0 +1,598 @@
+"""Look inside a trained network: kernels, feature maps, saliency and the learned feature space.
+
+Everything works on any ``nn.Module`` that maps ``[N, 1, H, W]`` normalised images to logits —
+every registry model and every model from ``load_checkpoint`` — without touching the model
+class: activations are read with forward hooks that are always removed again.
+
+Layers are named by their dotted path from ``model.named_modules()`` (``"features.0"``,
+``"classifier.1"``); :func:`layer_names` lists them and an unknown name raises
+:class:`LayerNotFoundError`, whose message lists the valid ones.
+
+Images passed to the saliency functions are *normalised* (as the model sees them). The
+*background* of an MNIST image is the normalised value of a 0 pixel, ``-mean / std``
+(:func:`background_value`); occlusion paints that value and gradient × input measures the
+input relative to it, so a blank image gets a zero map from both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = [
+    "LayerNotFoundError",
+    "layer_names",
+    "conv_layers",
+    "get_layer",
+    "capture",
+    "capture_shapes",
+    "receptive_field",
+    "penultimate_layer",
+    "embed",
+    "pca_2d",
+    "FeatureSpace",
+    "feature_space",
+    "background_value",
+    "occlusion_map",
+    "gradient_x_input",
+    "plot_kernels",
+    "plot_feature_maps",
+    "plot_saliency",
+    "plot_feature_space",
+    "FeatureMapExplorer",
+]
+
+Image = torch.Tensor
+
+
+class LayerNotFoundError(KeyError, ValueError):
+    """A layer name that is not in ``model.named_modules()``; the message lists the valid ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+# --------------------------------------------------------------------------------------------
+# Layers and hooks
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of every sub-module, in registration order (the root module excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Dotted names of the ``nn.Conv2d`` layers, in registration order."""
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module called ``name``; :class:`LayerNotFoundError` lists the names if missing."""
+    modules = dict(model.named_modules())
+    if not name or name not in modules:
+        valid = ", ".join(layer_names(model)) or "(none)"
+        kind = type(model).__name__
+        raise LayerNotFoundError(f"{kind} has no layer {name!r}; its layers are: {valid}")
+    return modules[name]
+
+
+def _device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (CPU for a parameter-free model)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _as_batch(x: torch.Tensor) -> torch.Tensor:
+    """``[H, W]``, ``[C, H, W]`` or ``[N, C, H, W]`` → a float ``[N, C, H, W]`` batch."""
+    if x.dim() == 2:
+        x = x[None, None]
+    elif x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4:
+        raise ValueError(f"expected an image [H, W], [C, H, W] or a batch [N, C, H, W], got {tuple(x.shape)}")
+    return x.float()
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put the model in eval mode (dropout off, BatchNorm running stats) and restore it after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def capture(
+    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Run ``x`` through the model in eval mode and return each named layer's output (on CPU).
+
+    The outputs are cloned, so a later in-place ReLU cannot change them. Hooks are removed in a
+    ``finally`` block, so the model is left exactly as it was, even when the forward pass fails.
+    """
+    names = [layers] if isinstance(layers, str) else list(layers)
+    modules = {name: get_layer(model, name) for name in names}  # validate before running
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+
+    def make_hook(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            store[name] = output.detach().clone().cpu()
+
+        return hook
+
+    try:
+        for name, module in modules.items():
+            handles.append(module.register_forward_hook(make_hook(name)))
+        with _eval_mode(model), torch.no_grad():
+            model(_as_batch(x).to(_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+    missing = [n for n in names if n not in store]
+    if missing:
+        raise RuntimeError(f"layers {missing} exist but were not used in the forward pass")
+    return {name: store[name] for name in names}
+
+
+def capture_shapes(
+    model: nn.Module, layers: Sequence[str] | None = None, size: int = 28
+) -> dict[str, tuple[int, ...]]:
+    """Shape ``(C, H, W)`` of each layer's output for one blank ``size``×``size`` image."""
+    names = conv_layers(model) if layers is None else list(layers)
+    maps = capture(model, torch.zeros(1, 1, size, size), names)
+    return {name: tuple(t.shape[1:]) for name, t in maps.items()}
+
+
+def _execution_order(model: nn.Module, size: int) -> list[str]:
+    """Names of the leaf modules in the order a forward pass calls them."""
+    order: list[str] = []
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            if name and not list(module.children()):
+                handles.append(module.register_forward_hook(lambda *_a, n=name: order.append(n)))
+        with _eval_mode(model), torch.no_grad():
+            model(torch.zeros(1, 1, size, size, device=_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+    return order
+
+
+def _pair(v: int | tuple[int, ...]) -> int:
+    """The first entry of a kernel/stride/dilation argument (the lesson models are square)."""
+    return v[0] if isinstance(v, tuple) else int(v)
+
+
+def receptive_field(model: nn.Module, layer: str, size: int = 28) -> int:
+    """Side, in input pixels, of the square patch one unit of ``layer`` can see.
+
+    Walks the convolutions and poolings run before (and including) ``layer``: each widens the
+    field by ``(kernel - 1) × jump``, and each stride multiplies the jump between neighbouring
+    units. Padding does not change it, so near the border part of the field lies off the image.
+    """
+    get_layer(model, layer)
+    modules = dict(model.named_modules())
+    target = modules[layer]
+    order = _execution_order(model, size)
+    inside = [i for i, n in enumerate(order) if modules[n] is target or n.startswith(layer + ".")]
+    if not inside:
+        raise RuntimeError(f"layer {layer!r} exists but was not used in the forward pass")
+    rf, jump = 1, 1
+    for name in order[: inside[-1] + 1]:
+        m = modules[name]
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k = _pair(m.kernel_size)
+            s = _pair(m.stride if m.stride is not None else m.kernel_size)
+            d = _pair(getattr(m, "dilation", 1))
+            rf += (k - 1) * d * jump
+            jump *= s
+        elif isinstance(m, (nn.Linear, nn.Flatten)):
+            rf = max(rf, size)  # a unit after flattening sees the whole image
+    return rf
+
+
+def penultimate_layer(model: nn.Module) -> str:
+    """Name of the last ``nn.Linear`` (its *input* is the penultimate activation)."""
+    linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise LayerNotFoundError(
+            f"{type(model).__name__} has no nn.Linear layer; its layers are: "
+            + (", ".join(layer_names(model)) or "(none)")
+        )
+    return linears[-1]
+
+
+def embed(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 1000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate activations ``[N, D]`` and logits ``[N, 10]`` for a batch of normalised images.
+
+    The activation is the input of the last ``nn.Linear``, read with a forward *pre*-hook.
+    """
+    last = get_layer(model, penultimate_layer(model))
+    feats: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+
+    def pre_hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        feats.append(inputs[0].detach().flatten(1).cpu())
+
+    handle = last.register_forward_pre_hook(pre_hook)
+    try:
+        device = _device(model)
+        x = _as_batch(images)
+        with _eval_mode(model), torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                logits.append(model(x[i : i + batch_size].to(device)).cpu())
+    finally:
+        handle.remove()
+    return torch.cat(feats), torch.cat(logits)
+
+
+def pca_2d(features: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project ``[N, D]`` rows onto their first ``k`` principal components.
+
+    Returns ``(points [N, k], explained)`` where ``explained[i]`` is the share of the variance
+    along component ``i``. Signs are fixed (largest loading positive) so results are repeatable.
+    """
+    x = features.double()
+    x = x - x.mean(dim=0, keepdim=True)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    comps = vh[:k]
+    idx = comps.abs().argmax(dim=1)
+    signs = torch.sign(comps[torch.arange(len(comps)), idx])
+    signs[signs == 0] = 1
+    comps = comps * signs[:, None]
+    var = s**2
+    total = var.sum()
+    explained = var[:k] / total if total > 0 else torch.zeros(k, dtype=var.dtype)
+    return (x @ comps.T).float(), explained.float()
+
+
+@dataclass
+class FeatureSpace:
+    """Test images in the learned feature space, projected to 2-D by PCA."""
+
+    points: torch.Tensor  #: [N, 2]
+    labels: torch.Tensor  #: [N] true classes
+    preds: torch.Tensor  #: [N] predicted classes
+    explained: torch.Tensor  #: [2] share of the variance along each axis
+    layer: str  #: the last Linear, whose input was projected
+    dim: int  #: width of the penultimate layer
+
+    @property
+    def wrong(self) -> torch.Tensor:
+        """Boolean mask of the misclassified images."""
+        return self.preds != self.labels
+
+
+def feature_space(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> FeatureSpace:
+    """Penultimate activations of ``images`` projected to 2-D, with labels and predictions."""
+    feats, logits = embed(model, images, batch_size)
+    points, explained = pca_2d(feats, 2)
+    return FeatureSpace(
+        points=points,
+        labels=labels.cpu(),
+        preds=logits.argmax(dim=1),
+        explained=explained,
+        layer=penultimate_layer(model),
+        dim=feats.shape[1],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Saliency
+
+
+def background_value(mean: float, std: float) -> float:
+    """The normalised value of a blank (0) pixel: ``-mean / std``."""
+    return (0.0 - mean) / std
+
+
+def _single(x: torch.Tensor) -> torch.Tensor:
+    """One image as a ``[1, C, H, W]`` batch; a batch of more than one image is an error."""
+    batch = _as_batch(x)
+    if len(batch) != 1:
+        raise ValueError(f"expected one image, got a batch of {len(batch)}")
+    return batch
+
+
+def _target(model: nn.Module, x: torch.Tensor, target: int | None) -> int:
+    """``target`` if given, else the model's predicted class for ``x``."""
+    if target is not None:
+        return int(target)
+    with _eval_mode(model), torch.no_grad():
+        return int(model(x.to(_device(model))).argmax(dim=1)[0])
+
+
+def occlusion_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | None = None,
+    *,
+    background: float | None = None,
+    patch: int = 6,
+    stride: int = 2,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Occlusion sensitivity: how much the ``target`` probability drops when a grey patch hides
+    each pixel. Returns an ``[H, W]`` map (averaged over all patch positions covering a pixel).
+
+    ``x`` is one normalised image; ``target`` defaults to the predicted class; the patch is
+    filled with ``background`` (default: ``x.min()``, the blank-pixel value of an MNIST image).
+    Positive = hiding this region lowers the probability (the model relies on it).
+    """
+    img = _single(x)
+    fill = float(img.min()) if background is None else float(background)
+    h, w = img.shape[-2:]
+    patch = min(patch, h, w)
+    tgt = _target(model, img, target)
+    ys = list(range(0, h - patch + 1, stride))
+    xs = list(range(0, w - patch + 1, stride))
+    if ys[-1] != h - patch:
+        ys.append(h - patch)
+    if xs[-1] != w - patch:
+        xs.append(w - patch)
+    positions = [(r, c) for r in ys for c in xs]
+    batch = img.repeat(len(positions) + 1, 1, 1, 1)  # row 0 stays unoccluded
+    for i, (r, c) in enumerate(positions, start=1):
+        batch[i, :, r : r + patch, c : c + patch] = fill
+    device = _device(model)
+    probs = []
+    with _eval_mode(model), torch.no_grad():
+        for i in range(0, len(batch), batch_size):
+            out = model(batch[i : i + batch_size].to(device))
+            probs.append(out.softmax(dim=1)[:, tgt].double().cpu())
+    p = torch.cat(probs)
+    drop = p[0] - p[1:]
+    total = torch.zeros(h, w, dtype=torch.float64)
+    count = torch.zeros(h, w, dtype=torch.float64)
+    for d, (r, c) in zip(drop, positions, strict=True):
+        total[r : r + patch, c : c + patch] += d
+        count[r : r + patch, c : c + patch] += 1
+    return (total / count.clamp(min=1)).float()
+
+
+def gradient_x_input(
+    model: nn.Module, x: torch.Tensor, target: int | None = None, *, background: float | None = None
+) -> torch.Tensor:
+    """Gradient × input: ∂ logit[target] / ∂ pixel × (pixel − background), as an ``[H, W]`` map.
+
+    Measuring the input from the blank background (default ``x.min()``) means only ink can earn
+    credit; the sign says whether more ink there would raise (red) or lower (blue) the score.
+    """
+    img = _single(x)
+    base = float(img.min()) if background is None else float(background)
+    tgt = _target(model, img, target)
+    img = img.to(_device(model)).clone().requires_grad_(True)
+    with _eval_mode(model), torch.enable_grad():
+        score = model(img)[0, tgt]
+        (grad,) = torch.autograd.grad(score, img)
+    return (grad * (img.detach() - base)).sum(dim=1)[0].cpu()
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures (each returns the Figure; the notebook shows it with plt.show())
+
+
+def _grid(n: int, ncols: int | None) -> tuple[int, int]:
+    """Rows and columns for ``n`` small panels."""
+    cols = max(1, min(n, ncols or (8 if n > 12 else 6)))
+    return math.ceil(n / cols), cols
+
+
+def _sym_limit(t: torch.Tensor) -> float:
+    """Symmetric colour limit around zero (never 0, so imshow does not complain)."""
+    v = float(t.abs().max()) if t.numel() else 0.0
+    return v if v > 0 else 1.0
+
+
+def plot_kernels(
+    model: nn.Module, layer: str | None = None, in_channel: int = 0, ncols: int | None = None
+):
+    """The learned kernels of a conv layer (default: the first) as a grid of images.
+
+    Red = positive weight, blue = negative, white = 0, on one symmetric scale for all kernels,
+    so a red stripe next to a blue one is an edge detector. For a layer with several input
+    channels the kernels that read ``in_channel`` are shown.
+    """
+    import matplotlib.pyplot as plt
+
+    convs = conv_layers(model)
+    if layer is None:
+        if not convs:
+            raise LayerNotFoundError(f"{type(model).__name__} has no nn.Conv2d layer")
+        layer = convs[0]
+    conv = get_layer(model, layer)
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"layer {layer!r} is a {type(conv).__name__}, not a Conv2d; try {convs}")
+    w = conv.weight.detach().cpu()[:, in_channel]
+    lim = _sym_limit(w)
+    rows, cols = _grid(len(w), ncols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.8, 1.3 * rows + 0.5), squeeze=False)
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < len(w):
+            im = ax.imshow(w[i].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_title(str(i), fontsize=8)
+    k = tuple(w.shape[-2:])
+    fig.suptitle(f"{layer}: {len(w)} kernels of {k[0]}×{k[1]}")
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    return fig
+
+
+def plot_feature_maps(
+    maps: torch.Tensor,
+    image: torch.Tensor | None = None,
+    title: str | None = None,
+    ncols: int | None = None,
+):
+    """One layer's activations (``[C, H, W]`` or ``[1, C, H, W]``) as a grid, one panel a channel.
+
+    All panels share one colour scale so strong and silent channels can be compared: grey from
+    0 for non-negative maps (after a ReLU), red/blue around zero otherwise. ``image`` (the input)
+    is drawn first when given.
+    """
+    import matplotlib.pyplot as plt
+
+    m = maps.detach().cpu().float()
+    if m.dim() == 4:
+        m = m[0]
+    if m.dim() != 3:
+        raise ValueError(f"expected feature maps [C, H, W], got {tuple(maps.shape)}")
+    extra = 1 if image is not None else 0
+    n = len(m) + extra
+    rows, cols = _grid(n, ncols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols + 0.8, 1.4 * rows + 0.6), squeeze=False)
+    if float(m.min()) >= 0:
+        kw = {"cmap": "magma", "vmin": 0.0, "vmax": float(m.max()) or 1.0}
+    else:
+        lim = _sym_limit(m)
+        kw = {"cmap": "RdBu_r", "vmin": -lim, "vmax": lim}
+    im = None
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if extra and i == 0:
+            ax.imshow(_as_batch(image)[0, 0].cpu().numpy(), cmap="gray")
+            ax.set_title("input", fontsize=8)
+        elif i < n:
+            im = ax.imshow(m[i - extra].numpy(), **kw)
+            ax.set_title(str(i - extra), fontsize=8)
+    c, h, w = m.shape
+    fig.suptitle(title or f"{c} feature maps of {h}×{w}")
+    if im is not None:
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8)
+    return fig
+
+
+def plot_saliency(image: torch.Tensor, maps: dict[str, torch.Tensor], title: str | None = None):
+    """The digit, then each saliency map over it (red/blue around zero, symmetric limits)."""
+    import matplotlib.pyplot as plt
+
+    img = _as_batch(image)[0, 0].cpu().numpy()
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.4), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title("input")
+    for ax, (name, sal) in zip(axes[1:], maps.items(), strict=True):
+        s = sal.detach().cpu().float()
+        lim = _sym_limit(s)
+        ax.imshow(img, cmap="gray", alpha=0.35)
+        im = ax.imshow(s.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim, alpha=0.75)
+        ax.set_title(name)
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_feature_space(space: FeatureSpace, title: str | None = None):
+    """Scatter of the 2-D feature space coloured by true class; misclassified points ringed."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 6))
+    pts = space.points.numpy()
+    cmap = plt.get_cmap("tab10")
+    for digit in range(10):
+        sel = (space.labels == digit).numpy()
+        ax.scatter(pts[sel, 0], pts[sel, 1], s=6, color=cmap(digit), alpha=0.6, label=str(digit))
+    wrong = space.wrong.numpy()
+    ax.scatter(
+        pts[wrong, 0], pts[wrong, 1], s=40, facecolors="none", edgecolors="black",
+        linewidths=1.0, label=f"wrong ({int(wrong.sum())})",
+    )
+    ev = space.explained.tolist()
+    ax.set_xlabel(f"PC 1 ({ev[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC 2 ({ev[1]:.0%} of the variance)")
+    ax.legend(markerscale=2, fontsize=8, loc="best", ncols=2)
+    ax.set_title(title or f"{len(pts)} test images, input of {space.layer} ({space.dim} numbers) → 2-D")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Interactive viewer
+
+
+class FeatureMapExplorer:
+    """A layer dropdown and an image slider over a set of images; the feature-map grid redraws.
+
+    ``images`` are normalised ``[N, 1, H, W]``. Display ``explorer.widget``; call
+    ``explorer.show(image)`` to view any other image (e.g. the drawing pad's) with the same layer.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        layers: Sequence[str] | None = None,
+        layer: str | None = None,
+        index: int = 0,
+    ) -> None:
+        import ipywidgets as widgets
+
+        self.model = model
+        self.images = _as_batch(images)
+        self.labels = labels
+        options = list(layers) if layers is not None else conv_layers(model)
+        for name in options:
+            get_layer(model, name)
+        self.layer = widgets.Dropdown(options=options, value=layer or options[0], description="layer")
+        self.index = widgets.IntSlider(
+            value=index, min=0, max=len(self.images) - 1, description="image", continuous_update=False
+        )
+        self.output = widgets.Output()
+        self.widget = widgets.VBox([widgets.HBox([self.layer, self.index]), self.output])
+        self._custom: torch.Tensor | None = None
+        self.layer.observe(lambda _change: self.show(self._custom), names="value")
+        self.index.observe(lambda _change: self.show(None), names="value")
+        self.last_shape: tuple[int, ...] | None = None
+
+    def current_image(self) -> torch.Tensor:
+        """The image on screen: the custom one if set by :meth:`show`, else the slider's."""
+        return self._custom if self._custom is not None else self.images[self.index.value : self.index.value + 1]
+
+    def figure(self, image: torch.Tensor | None = None):
+        """Draw the feature-map grid for ``image`` (default: the current one); returns the Figure."""
+        x = self.current_image() if image is None else _single(image)
+        maps = capture(self.model, x, self.layer.value)[self.layer.value]
+        self.last_shape = tuple(maps.shape[1:])
+        with _eval_mode(self.model), torch.no_grad():
+            pred = int(self.model(x.to(_device(self.model))).argmax(1)[0])
+        what = "your image" if image is not None or self._custom is not None else f"test image {self.index.value}"
+        if image is None and self._custom is None and self.labels is not None:
+            what += f" (label {int(self.labels[self.index.value])})"
+        c, h, w = self.last_shape
+        title = f"{self.layer.value}: {c} maps of {h}×{w} for {what}, predicted {pred}"
+        return plot_feature_maps(maps, image=x, title=title)
+
+    def show(self, image: torch.Tensor | None = None) -> None:
+        """Redraw into the widget's output area; a given ``image`` stays until the slider moves."""
+        import matplotlib.pyplot as plt
+
+        self._custom = None if image is None else _single(image)
+        with self.output:
+            self.output.clear_output(wait=True)
+            fig = self.figure()
+            try:
+                from IPython import get_ipython
+                from IPython.display import display
+
+                if get_ipython() is not None:
+                    display(fig)
+            finally:
+                plt.close(fig)
