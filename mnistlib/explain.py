@@ -94,7 +94,7 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     elif x.dim() == 3:
         x = x[None]
     if x.dim() != 4:
-        raise ValueError(f"expected an image [H, W], [C, H, W] or a batch [N, C, H, W], got {tuple(x.shape)}")
+        raise ValueError(f"expected [H, W], [C, H, W] or [N, C, H, W], got {tuple(x.shape)}")
     return x.float()
 
 
@@ -109,9 +109,7 @@ def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
-def capture(
-    model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]
-) -> dict[str, torch.Tensor]:
+def capture(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> dict[str, torch.Tensor]:
     """Run ``x`` through the model in eval mode and return each named layer's output (on CPU).
 
     The outputs are cloned, so a later in-place ReLU cannot change them. Hooks are removed in a
@@ -142,9 +140,7 @@ def capture(
     return {name: store[name] for name in names}
 
 
-def capture_shapes(
-    model: nn.Module, layers: Sequence[str] | None = None, size: int = 28
-) -> dict[str, tuple[int, ...]]:
+def capture_shapes(model: nn.Module, layers: Sequence[str] | None = None, size: int = 28) -> dict[str, tuple[int, ...]]:
     """Shape ``(C, H, W)`` of each layer's output for one blank ``size``×``size`` image."""
     names = conv_layers(model) if layers is None else list(layers)
     maps = capture(model, torch.zeros(1, 1, size, size), names)
@@ -211,9 +207,7 @@ def penultimate_layer(model: nn.Module) -> str:
     return linears[-1]
 
 
-def embed(
-    model: nn.Module, images: torch.Tensor, batch_size: int = 1000
-) -> tuple[torch.Tensor, torch.Tensor]:
+def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate activations ``[N, D]`` and logits ``[N, 10]`` for a batch of normalised images.
 
     The activation is the input of the last ``nn.Linear``, read with a forward *pre*-hook.
@@ -274,9 +268,7 @@ class FeatureSpace:
         return self.preds != self.labels
 
 
-def feature_space(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
-) -> FeatureSpace:
+def feature_space(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> FeatureSpace:
     """Penultimate activations of ``images`` projected to 2-D, with labels and predictions."""
     feats, logits = embed(model, images, batch_size)
     points, explained = pca_2d(feats, 2)
@@ -397,9 +389,7 @@ def _sym_limit(t: torch.Tensor) -> float:
     return v if v > 0 else 1.0
 
 
-def plot_kernels(
-    model: nn.Module, layer: str | None = None, in_channel: int = 0, ncols: int | None = None
-):
+def plot_kernels(model: nn.Module, layer: str | None = None, in_channel: int = 0, ncols: int | None = None):
     """The learned kernels of a conv layer (default: the first) as a grid of images.
 
     Red = positive weight, blue = negative, white = 0, on one symmetric scale for all kernels,
@@ -512,14 +502,19 @@ def plot_feature_space(space: FeatureSpace, title: str | None = None):
         ax.scatter(pts[sel, 0], pts[sel, 1], s=6, color=cmap(digit), alpha=0.6, label=str(digit))
     wrong = space.wrong.numpy()
     ax.scatter(
-        pts[wrong, 0], pts[wrong, 1], s=40, facecolors="none", edgecolors="black",
-        linewidths=1.0, label=f"wrong ({int(wrong.sum())})",
+        pts[wrong, 0],
+        pts[wrong, 1],
+        s=40,
+        facecolors="none",
+        edgecolors="black",
+        linewidths=1.0,
+        label=f"wrong ({int(wrong.sum())})",
     )
     ev = space.explained.tolist()
     ax.set_xlabel(f"PC 1 ({ev[0]:.0%} of the variance)")
     ax.set_ylabel(f"PC 2 ({ev[1]:.0%} of the variance)")
     ax.legend(markerscale=2, fontsize=8, loc="best", ncols=2)
-    ax.set_title(title or f"{len(pts)} test images, input of {space.layer} ({space.dim} numbers) → 2-D")
+    ax.set_title(title or f"{len(pts)} images: input of {space.layer} ({space.dim} numbers) in 2-D")
     return fig
 
 
@@ -564,21 +559,25 @@ class FeatureMapExplorer:
 
     def current_image(self) -> torch.Tensor:
         """The image on screen: the custom one if set by :meth:`show`, else the slider's."""
-        return self._custom if self._custom is not None else self.images[self.index.value : self.index.value + 1]
+        if self._custom is not None:
+            return self._custom
+        i = self.index.value
+        return self.images[i : i + 1]
 
     def figure(self, image: torch.Tensor | None = None):
-        """Draw the feature-map grid for ``image`` (default: the current one); returns the Figure."""
-        x = self.current_image() if image is None else _single(image)
-        maps = capture(self.model, x, self.layer.value)[self.layer.value]
+        """The feature-map grid for ``image`` (default: the current one) as a Figure."""
+        custom = image is not None or self._custom is not None
+        x = _single(image) if image is not None else self.current_image()
+        name = self.layer.value
+        maps = capture(self.model, x, name)[name]
         self.last_shape = tuple(maps.shape[1:])
         with _eval_mode(self.model), torch.no_grad():
             pred = int(self.model(x.to(_device(self.model))).argmax(1)[0])
-        what = "your image" if image is not None or self._custom is not None else f"test image {self.index.value}"
-        if image is None and self._custom is None and self.labels is not None:
+        what = "your image" if custom else f"test image {self.index.value}"
+        if not custom and self.labels is not None:
             what += f" (label {int(self.labels[self.index.value])})"
         c, h, w = self.last_shape
-        title = f"{self.layer.value}: {c} maps of {h}×{w} for {what}, predicted {pred}"
-        return plot_feature_maps(maps, image=x, title=title)
+        return plot_feature_maps(maps, image=x, title=f"{name}: {c} maps of {h}×{w} for {what}, predicted {pred}")
 
     def show(self, image: torch.Tensor | None = None) -> None:
         """Redraw into the widget's output area; a given ``image`` stays until the slider moves."""

@@ -187,9 +187,13 @@ def get_model(name: str, **options: object) -> nn.Module:
         known = ", ".join(repr(n) for n in _REGISTRY)
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None
     try:
-        return factory(**options)
+        model = factory(**options)
     except TypeError as exc:
         raise TypeError(f"model {name!r} does not take options {sorted(options)}: {exc}") from None
+    # Remembered so a checkpoint can rebuild the same model later.
+    model.registry_name = name
+    model.registry_options = dict(options)
+    return model
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
