@@ -1,0 +1,76 @@
+"""Project hygiene: one dependency set in both install routes, clean notebooks, lint."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"pytorch": "torch"}  # conda package name → PyPI name
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def _pyproject() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    specs = project["dependencies"] + project["optional-dependencies"]["test"]
+    return {_name(s): s.replace(" ", "") for s in specs}
+
+
+def _conda() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    out = {}
+    for dep in env["dependencies"]:
+        specs = dep["pip"] if isinstance(dep, dict) else [dep]
+        for spec in specs:
+            if spec.startswith("-") or _name(spec) in ("python", "pip"):
+                continue
+            name = CONDA_NAMES.get(_name(spec), _name(spec))
+            out[name] = name + spec[len(_name(spec)):].replace(" ", "")
+    return out
+
+
+def test_environment_yml_matches_pyproject() -> None:
+    pip, conda = _pyproject(), _conda()
+    assert sorted(pip) == sorted(conda), (
+        f"only in pyproject: {sorted(set(pip) - set(conda))}; "
+        f"only in environment.yml: {sorted(set(conda) - set(pip))}"
+    )
+    assert pip == conda, "version bounds differ between pyproject.toml and environment.yml"
+
+
+def test_environment_yml_installs_the_project() -> None:
+    assert "-e ." in (ROOT / "environment.yml").read_text()
+
+
+def test_notebooks_are_clean() -> None:
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks, "no lessons found"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "clean_notebooks.py"), "--check", *map(str, notebooks)],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_lessons_are_numbered() -> None:
+    names = [p.name for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
+    assert all(re.match(r"0[1-9]_[a-z_]+\.ipynb$", n) for n in names), names
+
+
+def test_ruff_clean() -> None:
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    result = subprocess.run([ruff, "check", "mnistlib", "tests", "benchmarks", ".ci"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
