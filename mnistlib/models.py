@@ -3,14 +3,17 @@
 Every model maps a normalised batch ``[N, 1, 28, 28]`` to ``[N, 10]`` raw logits (use it with
 ``nn.CrossEntropyLoss``). Each is split into ``features`` (the convolutional part) and
 ``classifier`` (flatten + fully connected layers); every layer is a module, never a functional
-call, so torchsummary and forward hooks see all of them.
+call, so torchsummary and forward hooks see all of them. (:class:`ClassicCNNFunctional`, outside
+the registry, is the classic net written the functional way, to show what the tables then miss.)
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -20,12 +23,21 @@ __all__ = [
     "TwoConvCNN",
     "OneByOneNet",
     "BatchNormNet",
+    "ClassicCNNFunctional",
+    "UnknownModelError",
     "get_model",
     "list_models",
+    "model_options",
     "describe_models",
     "count_parameters",
     "register",
 ]
+
+
+def _check_hidden(hidden: int) -> None:
+    """Reject a hidden-layer size that is not a positive whole number."""
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0:
+        raise ValueError(f"hidden must be a positive whole number of units, got {hidden!r}")
 
 
 class MNISTNet(nn.Module):
@@ -39,7 +51,10 @@ class MNISTNet(nn.Module):
 
 
 class DigitRecognizerCNN(MNISTNet):
-    """The DigitRecognizerCNN recipe: two 5×5 convs (10, 20 filters), Dropout2d(0.5), FC 320→50→10."""
+    """The DigitRecognizerCNN recipe: 5×5 convs 1→10→20 (pool, ReLU), Dropout2d 0.5, FC 320→50→10.
+
+    Dropout2d(0.5) drops whole feature maps after the second block; Dropout(0.3) before the last layer.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,7 +77,11 @@ class DigitRecognizerCNN(MNISTNet):
 
 
 class ClassicCNN(MNISTNet):
-    """The classic PyTorch-example CNN: like DigitRecognizerCNN, Dropout2d inside conv 2, dropout 0.5."""
+    """The classic PyTorch-example CNN: 5×5 convs 1→10→20, Dropout2d in block 2, FC 320→50→10.
+
+    Dropout2d(0.5) sits between the second conv and its pool, Dropout(0.5) before the last layer;
+    21,840 parameters.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,11 +104,15 @@ class ClassicCNN(MNISTNet):
 
 
 class TwoConvCNN(MNISTNet):
-    """The two-conv script project's net. Its write-up gives no sizes: the common 32/64-filter
-    layout (3×3, padding 1, pool after each), FC 3136→128 and dropout 0.25/0.5 are our choice."""
+    """The two-conv script project: 3×3 convs 1→32→64 (ReLU, pool), FC 3136→hidden→10, dropout.
+
+    Its write-up names only the layer kinds (two convs with pooling, FC layers, dropout); the sizes
+    are our choice, the common 32/64-filter layout: padding 1, Dropout 0.25 and 0.5, hidden 128.
+    """
 
     def __init__(self, hidden: int = 128) -> None:
         super().__init__()
+        _check_hidden(hidden)
         self.features = nn.Sequential(
             nn.Conv2d(1, 32, kernel_size=3, padding=1),
             nn.ReLU(),
@@ -109,8 +132,11 @@ class TwoConvCNN(MNISTNet):
 
 
 class OneByOneNet(MNISTNet):
-    """The 1×1-convolution net: four 3×3 blocks, 1×1 convs to squeeze or refine channels,
-    one Linear 1568→10 — 24,210 parameters. (Its write-up ends in LogSoftmax; we return logits.)"""
+    """The 1×1-convolution net: four 3×3 conv blocks, 1×1 convs squeeze or refine, FC 1568→10.
+
+    24,210 parameters, as its write-up's torchsummary table says. The write-up ends in LogSoftmax;
+    we return the logits (``CrossEntropyLoss`` = LogSoftmax + ``NLLLoss``, so training is the same).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -133,13 +159,15 @@ class OneByOneNet(MNISTNet):
 
 
 class BatchNormNet(MNISTNet):
-    """The BatchNorm net: conv 16 and 32 (3×3, padding 1) each with BatchNorm, ReLU and max-pool,
-    FC 1568→``hidden`` (64, or 128), Dropout(0.25), FC→10."""
+    """The BatchNorm net: 3×3 convs 1→16→32 with BatchNorm, ReLU, pool; FC 1568→hidden→10.
+
+    ``hidden`` is 64 (or 128, its write-up's other setting); Dropout(0.25) before the last layer.
+    Its write-up claims "~25K parameters": with hidden 64 it has 105,962.
+    """
 
     def __init__(self, hidden: int = 64) -> None:
         super().__init__()
-        if hidden <= 0:
-            raise ValueError(f"hidden must be a positive number of units, got {hidden}")
+        _check_hidden(hidden)
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, kernel_size=3, padding=1),
             nn.BatchNorm2d(16),
@@ -157,6 +185,38 @@ class BatchNormNet(MNISTNet):
             nn.Dropout(0.25),
             nn.Linear(hidden, 10),
         )
+
+
+class ClassicCNNFunctional(nn.Module):
+    """The classic PyTorch-example CNN as originally written, pools/ReLUs/flatten as function calls.
+
+    Same layers and the same 21,840 parameters as :class:`ClassicCNN`, but torchsummary and
+    forward hooks only see sub-modules, so its shape table misses the pooling, ReLU and flatten
+    steps (and the second dropout). Not in the registry: it is here to show that.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
+        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
+        self.conv2_drop = nn.Dropout2d()
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
+        x = x.view(-1, 320)
+        x = F.relu(self.fc1(x))
+        x = F.dropout(x, training=self.training)
+        return self.fc2(x)
+
+
+class UnknownModelError(KeyError, ValueError):
+    """A model name that is not in the registry; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -179,17 +239,52 @@ def list_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_model(name: str, **options: object) -> nn.Module:
-    """Build a fresh, randomly initialised registry model; unknown names list the known ones."""
+def model_options(name: str) -> dict[str, object]:
+    """The options a registry model accepts, with their defaults (``{}`` for none)."""
+    factory = _factory(name)
     try:
-        factory = _REGISTRY[name]
-    except KeyError:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C factory: no signature to read
+        return {}
+    return {
+        p.name: p.default
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _factory(name: str) -> Callable[..., nn.Module]:
+    """The registered factory for ``name``; :class:`UnknownModelError` lists the known names."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
         known = ", ".join(repr(n) for n in _REGISTRY)
-        raise KeyError(f"unknown model {name!r}; known models: {known}") from None
+        raise UnknownModelError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def _accepts_any_keyword(factory: Callable[..., nn.Module]) -> bool:
+    """True when the factory takes ``**kwargs`` (then option names cannot be checked up front)."""
     try:
-        model = factory(**options)
-    except TypeError as exc:
-        raise TypeError(f"model {name!r} does not take options {sorted(options)}: {exc}") from None
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def get_model(name: str, **options: object) -> nn.Module:
+    """Build a fresh, randomly initialised registry model; unknown names list the known ones.
+
+    An option the model does not take raises ``TypeError`` naming the options it does take; a
+    bad value (``hidden=0``) raises ``ValueError`` from the model itself.
+    """
+    factory = _factory(name)
+    if not _accepts_any_keyword(factory):
+        accepted = model_options(name)
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            takes = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "no options"
+            raise TypeError(f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {takes}")
+    model = factory(**options)
     # Remembered so a checkpoint can rebuild the same model later.
     model.registry_name = name
     model.registry_options = dict(options)
