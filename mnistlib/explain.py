@@ -100,13 +100,14 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put the model in eval mode (dropout off, BatchNorm running stats) and restore it after."""
-    was_training = model.training
+    """Eval mode (dropout off, BatchNorm running stats), then each sub-module's own mode back."""
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode
 
 
 def capture(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> dict[str, torch.Tensor]:
@@ -147,53 +148,25 @@ def capture_shapes(model: nn.Module, layers: Sequence[str] | None = None, size: 
     return {name: tuple(t.shape[1:]) for name, t in maps.items()}
 
 
-def _execution_order(model: nn.Module, size: int) -> list[str]:
-    """Names of the leaf modules in the order a forward pass calls them."""
-    order: list[str] = []
-    handles = []
-    try:
-        for name, module in model.named_modules():
-            if name and not list(module.children()):
-                handles.append(module.register_forward_hook(lambda *_a, n=name: order.append(n)))
-        with _eval_mode(model), torch.no_grad():
-            model(torch.zeros(1, 1, size, size, device=_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
-    return order
+def receptive_field(model: nn.Module, layer: str, size: int = 28) -> int | None:
+    """Side, in input pixels, of the square one unit of ``layer`` can see (None once flattened).
 
-
-def _pair(v: int | tuple[int, ...]) -> int:
-    """The first entry of a kernel/stride/dilation argument (the lesson models are square)."""
-    return v[0] if isinstance(v, tuple) else int(v)
-
-
-def receptive_field(model: nn.Module, layer: str, size: int = 28) -> int:
-    """Side, in input pixels, of the square patch one unit of ``layer`` can see.
-
-    Walks the convolutions and poolings run before (and including) ``layer``: each widens the
-    field by ``(kernel - 1) × jump``, and each stride multiplies the jump between neighbouring
-    units. Padding does not change it, so near the border part of the field lies off the image.
+    Lesson 02's rule, from :func:`mnistlib.architecture.trace_layers`: each conv or pool run up
+    to ``layer`` widens the field by ``(kernel − 1) × jump`` and multiplies the jump between
+    neighbouring units by its stride. Padding does not change it.
     """
+    from mnistlib.architecture import trace_layers
+
     get_layer(model, layer)
-    modules = dict(model.named_modules())
-    target = modules[layer]
-    order = _execution_order(model, size)
-    inside = [i for i, n in enumerate(order) if modules[n] is target or n.startswith(layer + ".")]
-    if not inside:
+    rows = [r for r in trace_layers(model, (1, size, size)) if _inside(r.name, layer)]
+    if not rows:
         raise RuntimeError(f"layer {layer!r} exists but was not used in the forward pass")
-    rf, jump = 1, 1
-    for name in order[: inside[-1] + 1]:
-        m = modules[name]
-        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k = _pair(m.kernel_size)
-            s = _pair(m.stride if m.stride is not None else m.kernel_size)
-            d = _pair(getattr(m, "dilation", 1))
-            rf += (k - 1) * d * jump
-            jump *= s
-        elif isinstance(m, (nn.Linear, nn.Flatten)):
-            rf = max(rf, size)  # a unit after flattening sees the whole image
-    return rf
+    return rows[-1].receptive_field
+
+
+def _inside(name: str, layer: str) -> bool:
+    """Whether module ``name`` is ``layer`` or one of its sub-modules."""
+    return name == layer or name.startswith(layer + ".")
 
 
 def penultimate_layer(model: nn.Module) -> str:
@@ -577,21 +550,21 @@ class FeatureMapExplorer:
         if not custom and self.labels is not None:
             what += f" (label {int(self.labels[self.index.value])})"
         c, h, w = self.last_shape
-        return plot_feature_maps(maps, image=x, title=f"{name}: {c} maps of {h}×{w} for {what}, predicted {pred}")
+        title = f"{name}: {c} maps of {h}×{w} for {what}, predicted {pred}"
+        return plot_feature_maps(maps, image=x, title=title)
 
     def show(self, image: torch.Tensor | None = None) -> None:
         """Redraw into the widget's output area; a given ``image`` stays until the slider moves."""
         import matplotlib.pyplot as plt
+        from IPython import get_ipython
+        from IPython.display import display
 
         self._custom = None if image is None else _single(image)
-        with self.output:
-            self.output.clear_output(wait=True)
-            fig = self.figure()
-            try:
-                from IPython import get_ipython
-                from IPython.display import display
-
-                if get_ipython() is not None:
+        fig = self.figure()
+        try:
+            if get_ipython() is not None:  # outside a kernel there is nowhere to draw
+                with self.output:
+                    self.output.clear_output(wait=True)
                     display(fig)
-            finally:
-                plt.close(fig)
+        finally:
+            plt.close(fig)
