@@ -12,6 +12,7 @@ import math
 import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -90,10 +91,16 @@ def load_mnist(
             root=str(root), train=train, transform=transform, download=download and bool(missing)
         )
     except Exception as exc:  # network errors, checksum errors, "Dataset not found"
-        missing = _missing(root) or list(RAW_FILES)
-        raise MNISTNotFoundError(
+        missing = _missing(root)
+        problem = (
             f"MNIST is not in {raw_dir(root)} (missing: {', '.join(missing)}) and could not be "
-            f"downloaded ({type(exc).__name__}).\nFix it in one of two ways:\n"
+            f"downloaded ({type(exc).__name__})"
+            if missing
+            else f"the MNIST files in {raw_dir(root)} could not be read ({type(exc).__name__}): "
+            "they may be truncated or corrupt, delete them first"
+        )
+        raise MNISTNotFoundError(
+            f"{problem}.\nFix it in one of two ways:\n"
             "  1. connect to the internet and run again: torchvision downloads it there;\n"
             "  2. copy the four IDX files (plain or .gz) from a folder you have:\n"
             "       python -m mnistlib data import /path/to/folder\n"
@@ -123,7 +130,7 @@ def _read_maybe_gz(path: Path) -> bytes:
     if data[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise IDXFormatError(f"{path.name}: broken gzip file ({exc})") from None
     return data
 

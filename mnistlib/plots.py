@@ -7,7 +7,7 @@ cell with ``plt.show()``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import torch
@@ -42,5 +42,111 @@ def image_grid(
             ax.set_title(titles[i], fontsize=9, color=color)
     if suptitle:
         fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def class_balance(
+    counts: Mapping[str, Sequence[int] | torch.Tensor],
+    percent: bool = True,
+    title: str | None = "How many images of each digit?",
+    size: tuple[float, float] = (8.0, 3.2),
+) -> Figure:
+    """Grouped bar chart of images per class, one bar group per digit and one colour per set.
+
+    ``counts`` maps a set's name (``"train"``, ``"test"``…) to its 10 class counts. With
+    ``percent`` the bars show each class's share of its own set, so sets of different sizes
+    compare directly; a dashed line marks the perfectly balanced 10 %.
+    """
+    if not counts:
+        raise ValueError("no counts to show")
+    fig, ax = plt.subplots(figsize=size)
+    width = 0.8 / len(counts)
+    for k, (name, values) in enumerate(counts.items()):
+        v = torch.as_tensor(values, dtype=torch.float64)
+        heights = (100 * v / v.sum()) if percent else v
+        xs = torch.arange(len(v), dtype=torch.float64) + (k - (len(counts) - 1) / 2) * width
+        ax.bar(xs.tolist(), heights.tolist(), width=width, label=f"{name} ({int(v.sum()):,})")
+    if percent:
+        ax.axhline(10, color="gray", linestyle="--", linewidth=1)
+    n_classes = len(torch.as_tensor(next(iter(counts.values()))))
+    ax.set_xticks(range(n_classes))
+    ax.set_xlabel("digit")
+    ax.set_ylabel("share of the set (%)" if percent else "images")
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.2)  # room for the legend above the bars
+    ax.legend(loc="upper right", ncol=len(counts))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def pixel_histogram(
+    images: torch.Tensor,
+    mean: float | None = None,
+    std: float | None = None,
+    log: bool = True,
+    title: str | None = "Pixel values over the whole training set",
+    size: tuple[float, float] = (8.0, 3.2),
+) -> Figure:
+    """Histogram of the 256 grey levels of uint8 images (or floats in 0–1), on a log scale.
+
+    Pixel values are shown scaled to 0–1; ``mean`` and ``std`` (in the same 0–1 units), when
+    given, are drawn as a solid line and a shaded mean ± std band.
+    """
+    x = torch.as_tensor(images).detach().cpu()
+    levels = x.flatten() if x.dtype == torch.uint8 else (x.flatten().clamp(0, 1) * 255).round().to(torch.uint8)
+    counts = torch.bincount(levels, minlength=256)
+    fig, ax = plt.subplots(figsize=size)
+    ax.bar((torch.arange(256) / 255).tolist(), counts.tolist(), width=1 / 255, color="tab:blue")
+    if log:
+        ax.set_yscale("log")
+    if mean is not None:
+        ax.axvline(mean, color="tab:red", label=f"mean {mean:.4f}")
+        if std is not None:
+            ax.axvspan(max(0.0, mean - std), mean + std, color="tab:red", alpha=0.12, label=f"± std {std:.4f}")
+        ax.legend(loc="upper center")
+    ax.set_xlabel("pixel value (0 = background, 1 = ink)")
+    ax.set_ylabel("pixels" + (" (log scale)" if log else ""))
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_gallery(
+    originals: torch.Tensor,
+    augmented: Mapping[str, torch.Tensor],
+    cmap: str = "gray_r",
+    size: float = 1.1,
+    title: str | None = None,
+) -> Figure:
+    """Before/after grid: the originals in the first row, then one labelled row per pipeline.
+
+    ``originals`` is ``[N, 28, 28]`` or ``[N, 1, 28, 28]`` (uint8 or float); each value of
+    ``augmented`` holds the same N images after one augmentation, in the same order.
+    """
+    rows = {"original": originals, **augmented}
+    n = len(originals)
+    if n == 0:
+        raise ValueError("no images to show")
+    for name, batch in rows.items():
+        if len(batch) != n:
+            raise ValueError(f"{name!r} has {len(batch)} images, expected {n}")
+    label_width = 1.3
+    fig, axes = plt.subplots(
+        len(rows), n, figsize=(label_width + n * size, len(rows) * size), squeeze=False
+    )
+    for r, (name, batch) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(torch.as_tensor(batch[c]).detach().cpu().float().squeeze().numpy(), cmap=cmap)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
