@@ -1,6 +1,12 @@
-"""Command line: ``python -m mnistlib data import DIR`` (and train / evaluate / predict).
+"""Command line: ``python -m mnistlib data import DIR``, ``train``, ``evaluate`` and ``predict``.
 
 Bad arguments or files end with exit code 2 and a one-line message, never a traceback.
+
+    python -m mnistlib train --model batchnorm --epochs 5 --scheduler onecycle --lr 3e-3
+    python -m mnistlib train --recipe one-by-one            # a seed project's recipe
+    python -m mnistlib train --resume checkpoints/final_model_20240131_142501.pth --epochs 2
+    python -m mnistlib evaluate checkpoints/best_model_20240131_142501.pth
+    python -m mnistlib predict checkpoints/best_model_20240131_142501.pth my_digit.png
 """
 
 from __future__ import annotations
@@ -8,8 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import DATA_ENV, data_root
+import torch
+
+from .config import CHECKPOINTS_ENV, DATA_ENV, data_root
+
+if TYPE_CHECKING:
+    from .checkpoints import Checkpoint
+    from .data import TensorLoader
 
 
 class CLIError(Exception):
@@ -25,6 +39,231 @@ def _data_import(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     print(f"imported the four MNIST files into {target}")
     return 0
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    """``hidden=128`` → ("hidden", 128): values are read as int, then float, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    return key, value
+
+
+def _fraction(text: str) -> float:
+    """A target accuracy as a fraction: ``0.99`` or ``99`` (percent) both mean 99%."""
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if 1 < value <= 100:
+        value /= 100
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"target accuracy must be in (0, 1] or (1, 100] percent, got {text}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _load(path: str, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint, turning any problem with the file into a one-line :class:`CLIError`."""
+    from .checkpoints import CheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(path, device)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import checkpoint_dir, quick_mode
+    from .data import MNISTNotFoundError
+    from .recipes import get_recipe
+    from .training import fit, plot_history, plot_predictions, save_figure
+
+    settings: dict = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "scheduler": "none",
+                      "scheduler_options": {}, "augment": "none", "target_accuracy": None, "seed": 0,
+                      "subset": None}
+    if not (args.model or args.recipe or args.resume):
+        raise CLIError("train needs --model NAME, --recipe NAME or --resume CHECKPOINT")
+    model_name, model_options, resume = args.model, dict(args.option or []), None
+    if args.resume:
+        resume = _load(args.resume)
+        settings.update({k: v for k, v in resume.hparams.items() if k in settings})
+        left = int(resume.hparams.get("epochs") or 0) - resume.epoch
+        if left < 1 and args.epochs is None:
+            raise CLIError(f"{Path(args.resume).name} finished its {resume.epoch} epochs: pass --epochs N to train "
+                           "N more")
+        settings["epochs"] = max(left, 1)
+        model_name = resume.name
+    elif args.recipe:
+        recipe = get_recipe(args.recipe)
+        settings.update(recipe.fit_kwargs())
+        model_name = args.model or recipe.model
+        model_options = {**recipe.model_options, **model_options}
+        print(f"Recipe: {recipe.title} — {model_name}, {recipe.epochs} epochs (claimed: {recipe.claimed_accuracy})")
+    if quick_mode() and args.epochs is None and args.subset is None:
+        settings.update(epochs=1, subset=5_000)
+        print("MNISTLIB_QUICK is set: 1 epoch on 5,000 training images (pass --epochs/--subset to change)")
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+             "scheduler": args.scheduler, "augment": args.augment, "target_accuracy": args.target_accuracy,
+             "seed": args.seed, "subset": args.subset}
+    if args.scheduler is not None and args.scheduler != settings["scheduler"]:
+        settings["scheduler_options"] = {}  # the recipe's options belong to its own scheduler
+    settings.update({k: v for k, v in given.items() if v is not None})
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoint_dir()
+    try:
+        history = fit(
+            resume.model if resume is not None else model_name,
+            model_options=model_options or None,
+            device=args.device,
+            checkpoint_dir=folder,
+            resume=resume,
+            live_plot=False,
+            progress=not args.quiet,
+            **settings,
+        )
+    except MNISTNotFoundError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    except (TypeError, ValueError) as exc:  # a model option it does not take, a bad device…
+        raise CLIError(str(exc)) from None
+    if history.best_path:
+        print(f"best checkpoint:  {history.best_path}")
+    if history.final_path:
+        print(f"final checkpoint: {history.final_path}")
+    if not args.no_figures and len(history) and history.best_path:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .data import get_data
+
+        figures = Path(args.figures) if args.figures else folder
+        fig = plot_history(history)
+        print(f"wrote {save_figure(fig, figures / 'training_history.png')}")
+        plt.close(fig)
+        best = _load(str(history.best_path))
+        test = get_data(batch_size=128).test
+        fig = plot_predictions(best, test, n=20)
+        print(f"wrote {save_figure(fig, figures / 'predictions.png')}")
+        plt.close(fig)
+    return 130 if history.interrupted else 0
+
+
+@torch.no_grad()
+def _predict_test(model: torch.nn.Module, loader: TensorLoader, device: torch.device) -> tuple:
+    """One pass over the test set: predicted labels, true labels and the mean cross-entropy loss."""
+    model.eval()
+    preds, trues, loss = [], [], 0.0
+    for x, y in loader:
+        logits = model(x.to(device))
+        loss += float(torch.nn.functional.cross_entropy(logits, y.to(device), reduction="sum"))
+        preds.append(logits.argmax(dim=1).cpu())
+        trues.append(y.cpu())
+    true = torch.cat(trues)
+    return torch.cat(preds), true, loss / len(true)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .data import MNISTNotFoundError, TensorLoader, mnist_tensors
+    from .training import pick_device
+
+    try:
+        device = pick_device(args.device or "cpu", verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise CLIError(str(exc)) from None
+    ckpt = _load(args.checkpoint, device)
+    try:
+        images, labels = mnist_tensors(train=False)
+    except MNISTNotFoundError as exc:
+        raise CLIError(str(exc).splitlines()[0]) from None
+    loader = TensorLoader(images, labels, args.batch_size, shuffle=False, mean=ckpt.mean, std=ckpt.std,
+                          device=device)
+    pred, true, loss = _predict_test(ckpt.model, loader, device)
+    acc = float((pred == true).float().mean())
+    per_class = [float((pred[true == d] == d).float().mean()) for d in range(10)]
+    counts = torch.bincount(labels, minlength=10).tolist()
+    print(f"{Path(args.checkpoint).name}: model {ckpt.name!r}, trained {ckpt.epoch} epoch(s)")
+    print(f"test accuracy: {acc:.2%} ({round(acc * len(labels)):,} of {len(labels):,})  test loss: {loss:.4f}")
+    print("per-class accuracy:")
+    for digit, (a, n) in enumerate(zip(per_class, counts, strict=True)):
+        print(f"  {digit}: {a:7.2%}  ({n:,} images)")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    ckpt = _load(args.checkpoint)
+    try:
+        from .drawing import DrawingError, predict_image
+    except ImportError as exc:  # pragma: no cover - drawing module missing
+        raise CLIError(f"prediction needs mnistlib.drawing: {exc}") from None
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise CLIError(f"no such image file: {missing[0]}")
+    failed = 0
+    for path in args.images:
+        try:
+            pred = predict_image(path, ckpt)
+        except DrawingError as exc:
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        others = ", ".join(f"{d} {p:.0%}" for d, p in pred.top(args.top)[1:])
+        print(f"{path}: {pred.digit}  ({pred.confidence:.1%} sure{'; then ' + others if others else ''})")
+    return 2 if failed else 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from .data import list_augmentations
+    from .models import list_models
+    from .recipes import SEED_RECIPES
+    from .training import OPTIMIZERS, SCHEDULERS
+
+    tr = sub.add_parser(
+        "train",
+        help="train a model and save best/final checkpoints",
+        description="Train a registry model (or a seed recipe) on MNIST. The best model by validation "
+        "accuracy is saved as best_model_<stamp>.pth while training, the last as final_model_<stamp>.pth, "
+        "with training_history.png and predictions.png next to them. Options not given come from "
+        "--recipe or the --resume checkpoint, else the defaults shown. Ctrl-C stops after the current batch.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    what = tr.add_mutually_exclusive_group()
+    what.add_argument("--recipe", choices=list(SEED_RECIPES), help="a seed project's model and hyperparameters")
+    what.add_argument("--resume", metavar="CHECKPOINT", help="continue training from a checkpoint")
+    tr.add_argument("--model", choices=list_models(), help="registry model (required without --recipe/--resume)")
+    tr.add_argument("--option", metavar="KEY=VALUE", type=_parse_option, action="append",
+                    help="model option, e.g. hidden=128 (repeatable)")
+    tr.add_argument("--epochs", type=_positive, help="epochs to train [10; 1 under MNISTLIB_QUICK]")
+    tr.add_argument("--batch-size", type=_positive, help="training batch size [128]")
+    tr.add_argument("--lr", type=float, help="learning rate (max_lr for onecycle) [1e-3]")
+    tr.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer [adam]; sgd uses momentum 0.9")
+    tr.add_argument("--scheduler", choices=SCHEDULERS, help="learning-rate schedule [none]")
+    tr.add_argument("--augment", choices=list_augmentations(), help="training augmentation [none]")
+    tr.add_argument("--target-accuracy", type=_fraction, metavar="ACC",
+                    help="stop at the first epoch whose validation accuracy reaches ACC (0.99 or 99)")
+    tr.add_argument("--seed", type=int, help="random seed [0]")
+    tr.add_argument("--device", help="cpu, cuda, cuda:1 or mps [auto: cuda > mps > cpu]")
+    tr.add_argument("--subset", type=_positive, help="train on this many images only (quick runs)")
+    tr.add_argument("--checkpoint-dir", metavar="DIR", help=f"where to save checkpoints [${CHECKPOINTS_ENV} "
+                    "or checkpoints/]")
+    tr.add_argument("--figures", metavar="DIR", help="where to write the two PNGs [the checkpoint folder]")
+    tr.add_argument("--no-figures", action="store_true", help="skip training_history.png and predictions.png")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=_train)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("source", help="folder holding train-images-idx3-ubyte[.gz] and the others")
     imp.add_argument("--root", default=None, help=f"data root to import into (default: ${DATA_ENV})")
     imp.set_defaults(func=_data_import)
+
+    _add_train(sub)
+
+    ev = sub.add_parser("evaluate", help="test accuracy (overall and per digit) of a checkpoint",
+                        description="Score a checkpoint on the 10,000 MNIST test images: accuracy, loss, "
+                        "and accuracy per digit.")
+    ev.add_argument("checkpoint", help="a .pth file written by train")
+    ev.add_argument("--device", help="cpu, cuda or mps [cpu]")
+    ev.add_argument("--batch-size", type=_positive, default=1000, help="evaluation batch size [1000]")
+    ev.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="predict the digit in image files with a checkpoint",
+                        description="Predict the handwritten digit in each image (PNG, JPEG…; dark ink on "
+                        "light paper or light on dark): it is cropped, scaled to 20 px and centred like MNIST.")
+    pr.add_argument("checkpoint", help="a .pth file written by train")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    pr.add_argument("--top", type=_positive, default=3, help="also show the runners-up, up to this many digits")
+    pr.set_defaults(func=_predict)
     return parser
 
 

@@ -210,8 +210,13 @@ def split_indices(
 @lru_cache(maxsize=4)
 def _stats(root: str) -> tuple[float, float]:
     images, _ = _tensors(True, root)
-    x = images.to(torch.float64) / 255.0
-    return float(x.mean()), float(x.std())
+    # Count the 256 grey levels instead of converting 47 million pixels to float64: same numbers.
+    counts = torch.bincount(images.flatten(), minlength=256).to(torch.float64)
+    levels = torch.arange(256, dtype=torch.float64) / 255.0
+    n = counts.sum()
+    mean = (counts * levels).sum() / n
+    var = (counts * (levels - mean) ** 2).sum() / (n - 1)
+    return float(mean), float(var.sqrt())
 
 
 def normalization_constants(root: str | Path | None = None) -> tuple[float, float]:

@@ -24,7 +24,7 @@ def image_grid(
     suptitle: str | None = None,
 ) -> Figure:
     """Show a batch of 28×28 images (``[N, 28, 28]`` or ``[N, 1, 28, 28]``) in a grid."""
-    imgs = [torch.as_tensor(im).detach().cpu().float().squeeze() for im in images]
+    imgs = [torch.as_tensor(im).detach().cpu().float().squeeze().numpy() for im in images]
     n = len(imgs)
     if n == 0:
         raise ValueError("no images to show")
