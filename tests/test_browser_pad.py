@@ -1,0 +1,257 @@
+"""Lesson 05 in a real browser: JupyterLab + headless Chromium draw a "1" and a "7" on the pad.
+
+Starts JupyterLab on a free loopback port with a token and throw-away settings, opens a copy of
+``notebooks/05_draw_a_digit.ipynb``, runs every cell, then draws with real mouse moves on the
+canvas and reads the prediction the page shows. Needs Debian's ``chromium`` (``/usr/bin/chromium``)
+and the ``playwright`` Python package (never ``playwright install``); skipped cleanly without them.
+
+Set ``MNISTLIB_PAD_SCREENSHOT=path.png`` to keep the screenshot of the pad (the README's picture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from mnistlib.drawing import example_strokes
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK = REPO / "notebooks" / "05_draw_a_digit.ipynb"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none",  # keep off-screen cells (and the pad) in the page
+        "autoStartDefaultKernel": True,
+    },
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false",  # no news pop-up, no request to the internet
+        "checkForUpdates": False,
+    },
+}
+#: The notebook's kernel has connected and is idle (JupyterLab exposes its app as window.jupyterapp).
+KERNEL_READY = """() => {
+  const nb = window.jupyterapp.shell.currentWidget;
+  const kernel = nb && nb.sessionContext && nb.sessionContext.session
+    && nb.sessionContext.session.kernel;
+  return !!kernel && kernel.connectionStatus === "connected" && kernel.status === "idle";
+}"""
+#: Every code cell shows an execution count: "[12]:" (not "[ ]:" or "[*]:").
+ALL_CELLS_RAN = """() => {
+  const prompts = [...document.querySelectorAll(".jp-Notebook .jp-CodeCell .jp-InputPrompt")];
+  return prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
+}"""
+SERVER_START_S = 90
+NOTEBOOK_RUN_S = 240  # a quick model is trained first when there is no checkpoint to copy
+PREDICTION_S = 30
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str, token: str, method: str = "GET") -> dict:
+    req = urllib.request.Request(url, method=method, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body = resp.read()
+    return json.loads(body) if body else {}
+
+
+def newest_checkpoint() -> Path | None:
+    try:
+        from mnistlib.checkpoints import latest_checkpoint
+
+        return latest_checkpoint()
+    except Exception:
+        return None
+
+
+def find_data() -> Path | None:
+    try:
+        from conftest import find_data_root  # tests/conftest.py
+
+        return find_data_root()
+    except Exception:
+        return None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A running JupyterLab serving a scratch copy of lesson 05; yields (base_url, token, dir)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright (Python) is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian's chromium is not installed ({CHROMIUM}): apt-get install chromium")
+    tmp = tmp_path_factory.mktemp("lab")
+    work = tmp / "notebooks"
+    (work / "images").mkdir(parents=True)
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    if (REPO / "notebooks" / "images" / "pad.png").exists():
+        shutil.copy(REPO / "notebooks" / "images" / "pad.png", work / "images" / "pad.png")
+    settings = tmp / "settings"
+    for rel, values in SETTINGS.items():
+        (settings / rel).parent.mkdir(parents=True, exist_ok=True)
+        (settings / rel).write_text(json.dumps(values))
+    checkpoints = tmp / "checkpoints"
+    checkpoints.mkdir()
+    source = newest_checkpoint()
+    data = find_data()
+    if source is not None:  # a trained model is there: reuse it rather than train a quick one
+        shutil.copy(source, checkpoints / source.name)
+    elif data is None:
+        pytest.skip("neither a checkpoint nor the MNIST files to train a quick model")
+
+    token, port = secrets.token_hex(16), free_port()
+    env = dict(os.environ)
+    env.update(
+        MNISTLIB_QUICK="1",
+        MNISTLIB_CHECKPOINTS=str(checkpoints),
+        TQDM_DISABLE="1",
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        IPYTHONDIR=str(tmp / "ipython"),
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+    )
+    env.pop("MPLBACKEND", None)
+    if data is not None:
+        env["MNISTLIB_DATA"] = str(data)
+    cmd = [
+        sys.executable, "-m", "jupyterlab",
+        "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--port-retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+        f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+        "--LabApp.expose_app_in_browser=True", "--ServerApp.open_browser=False",
+    ]  # fmt: skip
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # CI containers often run as root
+    log = (tmp / "jupyterlab.log").open("wb")
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def log_tail() -> str:
+        log.flush()
+        return (tmp / "jupyterlab.log").read_text(errors="replace")[-3000:]
+
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{log_tail()}")
+            try:
+                get_json(f"{base}/api/status", token)
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not answer in {SERVER_START_S} s:\n{log_tail()}")
+                time.sleep(0.5)
+        yield base, token, work, log_tail
+    finally:
+        try:  # a clean shutdown also stops the kernels it started
+            get_json(f"{base}/api/shutdown", token, method="POST")
+            proc.wait(timeout=20)
+        except Exception:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def draw(page, canvas_box: dict, strokes, size: int = 280) -> None:
+    """Draw strokes (canvas pixel coordinates) with real mouse moves over the canvas element."""
+    sx, sy = canvas_box["width"] / size, canvas_box["height"] / size
+    for stroke in strokes:
+        points = [(canvas_box["x"] + x * sx, canvas_box["y"] + y * sy) for x, y in stroke]
+        page.mouse.move(*points[0])
+        page.mouse.down()
+        for x, y in points[1:]:
+            page.mouse.move(x, y, steps=8)
+        page.mouse.up()
+
+
+def test_draw_a_one_and_a_seven_in_jupyterlab(lab, tmp_path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token, work, log_tail = lab
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            # Backstop: should a "Select Kernel" dialog appear anyway, accept the default kernel.
+            page.add_locator_handler(
+                page.locator(".jp-Dialog").filter(has_text="Select Kernel"),
+                lambda dialog: dialog.locator(".jp-mod-accept").click(),
+            )
+            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
+            indicator = page.locator(".jp-Notebook-ExecutionIndicator")
+            page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
+            page.wait_for_function(KERNEL_READY, timeout=90_000)
+            expect(indicator).to_have_attribute("data-status", "idle", timeout=60_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            try:
+                page.wait_for_function(ALL_CELLS_RAN, timeout=NOTEBOOK_RUN_S * 1000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "run-all-failed.png"), full_page=True)
+                raise AssertionError(f"the notebook did not finish:\n{log_tail()}") from None
+            expect(indicator).to_have_attribute("data-status", "idle", timeout=60_000)
+            errors = page.locator(".jp-OutputArea-output").filter(has_text="Traceback")
+            assert errors.count() == 0, errors.all_inner_texts()
+
+            pad = page.locator(".mnist-pad").first
+            try:
+                pad.scroll_into_view_if_needed(timeout=PREDICTION_S * 1000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "no-pad.png"), full_page=True)
+                widgets = page.locator(".jp-OutputArea-output").all_inner_texts()
+                raise AssertionError(f"no drawing pad on the page; outputs: {widgets}") from None
+            prediction = pad.locator(".mnist-pad-prediction")
+            # The notebook drew a "1" from code: the page shows it too.
+            expect(prediction.locator(".mnist-pad-digit")).to_have_text("1", timeout=PREDICTION_S * 1000)
+
+            canvas = pad.locator("canvas.mnist-pad-canvas")
+            for digit in ("1", "7"):
+                pad.locator(".mnist-pad-clear").click()
+                expect(prediction).to_contain_text("Draw a digit", timeout=PREDICTION_S * 1000)
+                box = canvas.bounding_box()
+                assert box and box["width"] > 100, box
+                draw(page, box, example_strokes(digit))
+                expect(prediction.locator(".mnist-pad-digit")).to_have_text(
+                    digit, timeout=PREDICTION_S * 1000
+                )
+                page.wait_for_timeout(300)  # let the bars and the 28×28 image repaint
+                shot = tmp_path / f"pad-{digit}.png"
+                pad.screenshot(path=str(shot))
+                assert shot.stat().st_size > 5000
+            keep = os.environ.get("MNISTLIB_PAD_SCREENSHOT")
+            if keep:
+                Path(keep).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(tmp_path / "pad-7.png", keep)
+        finally:
+            browser.close()
