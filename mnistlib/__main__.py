@@ -23,7 +23,6 @@ from .config import CHECKPOINTS_ENV, DATA_ENV, data_root
 
 if TYPE_CHECKING:
     from .checkpoints import Checkpoint
-    from .data import TensorLoader
 
 
 class CLIError(Exception):
@@ -143,7 +142,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"best checkpoint:  {history.best_path}")
     if history.final_path:
         print(f"final checkpoint: {history.final_path}")
-    if not args.no_figures and len(history) and history.best_path:
+    chosen = history.best_path or history.final_path
+    if not args.no_figures and len(history) and chosen:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -155,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
         fig = plot_history(history)
         print(f"wrote {save_figure(fig, figures / 'training_history.png')}")
         plt.close(fig)
-        best = _load(str(history.best_path))
+        best = _load(str(chosen))
         test = get_data(batch_size=128).test
         fig = plot_predictions(best, test, n=20)
         print(f"wrote {save_figure(fig, figures / 'predictions.png')}")
@@ -163,21 +163,8 @@ def _train(args: argparse.Namespace) -> int:
     return 130 if history.interrupted else 0
 
 
-@torch.no_grad()
-def _predict_test(model: torch.nn.Module, loader: TensorLoader, device: torch.device) -> tuple:
-    """One pass over the test set: predicted labels, true labels and the mean cross-entropy loss."""
-    model.eval()
-    preds, trues, loss = [], [], 0.0
-    for x, y in loader:
-        logits = model(x.to(device))
-        loss += float(torch.nn.functional.cross_entropy(logits, y.to(device), reduction="sum"))
-        preds.append(logits.argmax(dim=1).cpu())
-        trues.append(y.cpu())
-    true = torch.cat(trues)
-    return torch.cat(preds), true, loss / len(true)
-
-
 def _evaluate(args: argparse.Namespace) -> int:
+    from . import evaluation as ev
     from .data import MNISTNotFoundError, TensorLoader, mnist_tensors
     from .training import pick_device
 
@@ -192,9 +179,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise CLIError(str(exc).splitlines()[0]) from None
     loader = TensorLoader(images, labels, args.batch_size, shuffle=False, mean=ckpt.mean, std=ckpt.std,
                           device=device)
-    pred, true, loss = _predict_test(ckpt.model, loader, device)
-    acc = float((pred == true).float().mean())
-    per_class = [float((pred[true == d] == d).float().mean()) for d in range(10)]
+    result = ev.predict_all(ckpt.model, loader, device=device, keep_images=False)
+    acc = result.accuracy
+    per_class = ev.per_class_accuracy(result.preds, result.labels).tolist()
+    loss = float(-result.probs.gather(1, result.labels[:, None]).clamp_min(1e-12).log().mean())
     counts = torch.bincount(labels, minlength=10).tolist()
     print(f"{Path(args.checkpoint).name}: model {ckpt.name!r}, trained {ckpt.epoch} epoch(s)")
     print(f"test accuracy: {acc:.2%} ({round(acc * len(labels)):,} of {len(labels):,})  test loss: {loss:.4f}")

@@ -1,0 +1,188 @@
+"""``python -m mnistlib train / evaluate / predict`` end to end on a small subset.
+
+Training runs once per module (512 images, one epoch). Most cases call ``main()`` in-process;
+two run as real subprocesses to check the module entry point and its exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mnistlib.__main__ import main
+from mnistlib.checkpoints import load_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models train as fast on one thread, and do not fight other processes over a small CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, data_root: Path, tmp_path: Path) -> None:
+    monkeypatch.setenv("MNISTLIB_DATA", str(data_root))
+    monkeypatch.setenv("MNISTLIB_CHECKPOINTS", str(tmp_path / "default-ckpt"))
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.delenv("MNISTLIB_QUICK", raising=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A checkpoint folder after ``train --model batchnorm --epochs 1 --subset 512``."""
+    folder = tmp_path_factory.mktemp("cli")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MNISTLIB_DATA", str(data_root))
+    mp.setenv("TQDM_DISABLE", "1")
+    try:
+        rc = main(["train", "--model", "batchnorm", "--option", "hidden=32", "--epochs", "1", "--subset", "512",
+                   "--lr", "3e-3", "--device", "cpu", "--checkpoint-dir", str(folder), "--quiet"])
+    finally:
+        mp.undo()
+    assert rc == 0
+    return folder
+
+
+def _only(folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> list[Path]:
+    """Two MNIST test digits saved as PNG files: one as in MNIST, one dark-on-light and larger."""
+    from mnistlib.data import mnist_tensors
+
+    images, _ = mnist_tensors(False, data_root)
+    folder = tmp_path_factory.mktemp("digits")
+    a, b = folder / "seven.png", folder / "two.png"
+    Image.fromarray(images[0].numpy()).save(a)
+    Image.fromarray(255 - images[1].numpy()).resize((112, 112)).save(b)
+    return [a, b]
+
+
+def test_train_writes_checkpoints_and_figures(trained: Path) -> None:
+    best, final = _only(trained, "best_model_*.pth"), _only(trained, "final_model_*.pth")
+    ckpt = load_checkpoint(final)
+    assert ckpt.name == "batchnorm" and ckpt.options == {"hidden": 32}
+    assert ckpt.hparams["lr"] == 3e-3 and ckpt.hparams["subset"] == 512 and ckpt.epoch == 1
+    assert best.stem[len("best_model_"):] == final.stem[len("final_model_"):]
+    for png in ("training_history.png", "predictions.png"):
+        assert (trained / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_prints_test_and_per_class_accuracy(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", str(_only(trained, "best_model_*.pth"))]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy:" in out and "of 10,000" in out
+    assert sum(line.strip().startswith(f"{d}:") for line in out.splitlines() for d in range(10)) == 10
+
+
+def test_predict_images(trained: Path, digits: list[Path], capsys: pytest.CaptureFixture) -> None:
+    assert main(["predict", str(_only(trained, "best_model_*.pth")), *map(str, digits), "--top", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(":" in line and "sure" in line for line in lines)
+    assert lines[0].startswith(str(digits[0]))
+
+
+def _one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_files_exit_2_with_one_line(trained: Path, digits: list[Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    best = str(_only(trained, "best_model_*.pth"))
+    not_ckpt = tmp_path / "notes.pth"
+    not_ckpt.write_text("hello")
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("hello")
+    assert main(["evaluate", str(not_ckpt)]) == 2
+    assert "not a PyTorch checkpoint" in _one_line_error(capsys)
+    assert main(["evaluate", str(tmp_path / "missing.pth")]) == 2
+    assert "no such file" in _one_line_error(capsys)
+    assert main(["predict", str(not_ckpt), str(digits[0])]) == 2
+    _one_line_error(capsys)
+    assert main(["predict", best, str(tmp_path / "missing.png")]) == 2
+    assert "no such image" in _one_line_error(capsys)
+    assert main(["predict", best, str(not_image)]) == 2
+    assert "notes.png" in _one_line_error(capsys)
+    assert main(["train", "--resume", str(not_ckpt)]) == 2
+    _one_line_error(capsys)
+    assert main(["train", "--epochs", "1"]) == 2
+    assert "--model" in _one_line_error(capsys)
+    assert main(["train", "--model", "batchnorm", "--option", "depth=3", "--epochs", "1", "--device", "cpu",
+                 "--checkpoint-dir", str(tmp_path)]) == 2
+    assert "depth" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--model", "resnet"],
+        ["train", "--model", "batchnorm", "--optimizer", "rmsprop"],
+        ["train", "--model", "batchnorm", "--epochs", "0"],
+        ["train", "--model", "batchnorm", "--target-accuracy", "150"],
+        ["train", "--recipe", "classic", "--resume", "x.pth"],
+        ["evaluate"],
+        ["predict", "x.pth"],
+    ],
+)
+def test_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_help(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"python -m mnistlib {command}" in out
+    assert command != "train" or "--target-accuracy" in out
+
+
+def test_recipe_with_overrides_and_target(tmp_path: Path) -> None:
+    rc = main(["train", "--recipe", "one-by-one", "--epochs", "3", "--subset", "256", "--target-accuracy", "5",
+               "--device", "cpu", "--checkpoint-dir", str(tmp_path), "--no-figures", "--quiet"])
+    assert rc == 0
+    ckpt = load_checkpoint(_only(tmp_path, "final_model_*.pth"))
+    assert ckpt.name == "one-by-one" and ckpt.epoch == 1  # stopped at the 5% target after one epoch
+    assert ckpt.hparams["augment"] == "crop-rotate15" and ckpt.hparams["scheduler"] == "step"
+    assert ckpt.hparams["batch_size"] == 64 and ckpt.hparams["target_accuracy"] == 0.05
+
+
+def test_resume_from_cli(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    final = str(_only(trained, "final_model_*.pth"))
+    assert main(["train", "--resume", final, "--checkpoint-dir", str(tmp_path), "--no-figures"]) == 2
+    assert "--epochs" in _one_line_error(capsys)
+    assert main(["train", "--resume", final, "--epochs", "1", "--device", "cpu", "--checkpoint-dir",
+                 str(tmp_path), "--no-figures", "--quiet"]) == 0
+    ckpt = load_checkpoint(_only(tmp_path, "final_model_*.pth"))
+    assert ckpt.epoch == 2 and len(ckpt.history["train_loss"]) == 2 and ckpt.options == {"hidden": 32}
+    assert ckpt.hparams["lr"] == 3e-3 and ckpt.hparams["subset"] == 512  # settings come from the checkpoint
+
+
+def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bad = subprocess.run([sys.executable, "-m", "mnistlib", "evaluate", str(tmp_path / "none.pth")], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in bad.stderr
