@@ -138,7 +138,7 @@ def _device(model: nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Switch every sub-module to eval mode, then restore each one's own mode."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -174,7 +174,7 @@ def trace_layers(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) ->
     try:
         for name, module in _leaves(model):
             handles.append(module.register_forward_hook(make_hook(name)))
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(_blank(model, input_size))
     finally:
         for h in handles:
@@ -212,7 +212,7 @@ def trace_layers(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) ->
 
 def flattened_size(module: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) -> int:
     """How many numbers per image ``module`` (e.g. a model's ``features``) outputs for one image."""
-    with _eval_mode(module), torch.no_grad():
+    with eval_mode(module), torch.no_grad():
         return int(module(_blank(module, input_size))[0].numel())
 
 
@@ -409,7 +409,7 @@ def explain_shape_error(model: nn.Module, input_size: Sequence[int] = DEFAULT_IN
         for name, module in _leaves(model):
             handles.append(module.register_forward_pre_hook(make_pre(name)))
             handles.append(module.register_forward_hook(post))
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             out = model(_blank(model, input_size))
     except RuntimeError as exc:
         return _explain(entered, outputs, finished, exc)

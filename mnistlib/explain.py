@@ -16,13 +16,14 @@ input relative to it, so a blank image gets a zero map from both.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .architecture import eval_mode as _eval_mode
 
 __all__ = [
     "LayerNotFoundError",
@@ -96,18 +97,6 @@ def _as_batch(x: torch.Tensor) -> torch.Tensor:
     if x.dim() != 4:
         raise ValueError(f"expected [H, W], [C, H, W] or [N, C, H, W], got {tuple(x.shape)}")
     return x.float()
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (dropout off, BatchNorm running stats), then each sub-module's own mode back."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 def capture(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> dict[str, torch.Tensor]:

@@ -9,9 +9,15 @@ read-only: tests that write copy what they need into ``tmp_path``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import matplotlib
 import pytest
+import torch
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RAW_NAMES = (
@@ -47,3 +53,19 @@ def data_root() -> Path:
 def raw_dir(data_root: Path) -> Path:
     """``<data_root>/MNIST/raw`` — the four real IDX files, uncompressed (read-only)."""
     return data_root / "MNIST" / "raw"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models train as fast on one thread, and do not fight other processes over a small CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures() -> Iterator[None]:
+    """Close the figures a test made, so a long run does not pile them up."""
+    yield
+    plt.close("all")

@@ -28,11 +28,6 @@ from mnistlib.models import ClassicCNNFunctional, count_parameters, get_model, l
 SEED_MODELS = ["digit-recognizer", "classic", "two-conv", "one-by-one", "batchnorm"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 # --------------------------------------------------------------------------------------------
 # Shape arithmetic
 

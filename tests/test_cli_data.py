@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from idx_helpers import idx_source
 
 from mnistlib.__main__ import main
 from mnistlib.config import DATA_ENV
@@ -35,17 +36,6 @@ def files_in(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def source_with(tmp: Path, raw_dir: Path, broken: str | None = None, content: bytes = b"") -> Path:
-    """A source folder of links to the real files, with ``broken`` replaced by ``content``."""
-    tmp.mkdir()
-    for name in RAW_FILES:
-        if name == broken:
-            (tmp / name).write_bytes(content)
-        else:
-            (tmp / name).symlink_to(raw_dir / name)
-    return tmp
-
-
 @dataclass
 class Run:
     root: Path
@@ -66,8 +56,8 @@ def cli_runs(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     cases: dict[str, tuple[Path, bool]] = {  # name -> (source, pass the root through $MNISTLIB_DATA)
         "plain": (raw_dir, False),
         "gz": (gz_source, True),
-        "truncated": (source_with(tmp / "src-truncated", raw_dir, TEST_IMAGES, good[:-1000]), False),
-        "wrong-magic": (source_with(tmp / "src-magic", raw_dir, TEST_IMAGES, b"\x00\x00\x08\x01" + good[4:]), False),
+        "truncated": (idx_source(tmp / "src-truncated", raw_dir, TEST_IMAGES, good[:-1000]), False),
+        "wrong-magic": (idx_source(tmp / "src-magic", raw_dir, TEST_IMAGES, b"\x00\x00\x08\x01" + good[4:]), False),
     }
     procs = {}
     for case, (source, via_env) in cases.items():
@@ -125,7 +115,7 @@ def test_main_keeps_existing_root_on_bad_gz(
     root = tmp_path / "root"
     assert main(["data", "import", str(raw_dir), "--root", str(root)]) == 0
     before = {p: p.stat().st_mtime_ns for p in (root / "MNIST" / "raw").iterdir()}
-    source = source_with(tmp_path / "source", raw_dir)
+    source = idx_source(tmp_path / "source", raw_dir)
     (source / TRAIN_LABELS).unlink()
     gz = bytearray(gzip.compress((raw_dir / TRAIN_LABELS).read_bytes(), mtime=0))
     gz[10:18] = b"\xff" * 8  # a broken deflate stream
@@ -140,7 +130,7 @@ def test_main_keeps_existing_root_on_bad_gz(
 def test_main_missing_folder_and_file(raw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "import", str(tmp_path / "nowhere"), "--root", str(tmp_path / "root")]) == 2
     assert "not a folder" in capsys.readouterr().err
-    source = source_with(tmp_path / "source", raw_dir)
+    source = idx_source(tmp_path / "source", raw_dir)
     (source / TRAIN_IMAGES).unlink()
     assert main(["data", "import", str(source), "--root", str(tmp_path / "root")]) == 2
     assert f"{TRAIN_IMAGES} (or {TRAIN_IMAGES}.gz) not found" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from idx_helpers import idx_source
 from torchvision.transforms import v2
 
 from mnistlib import config, data
@@ -31,17 +32,6 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
-
-
-def fixture_dir(tmp: Path, raw_dir: Path, broken: str | None = None, content: bytes | None = None) -> Path:
-    """A source folder: links to the four real files, ``broken`` replaced by ``content``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    for name in RAW_FILES:
-        if name == broken:
-            (tmp / name).write_bytes(content)
-        else:
-            (tmp / name).symlink_to(raw_dir / name)
-    return tmp
 
 
 def truncated(raw_dir: Path, name: str, drop: int = 100) -> bytes:
@@ -142,7 +132,7 @@ def test_no_download_asked(tmp_path: Path, no_network: list[str]) -> None:
 
 def test_corrupt_file_in_root_is_not_called_missing(tmp_path: Path, raw_dir: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
-    fixture_dir(raw, raw_dir, TEST_LABELS, truncated(raw_dir, TEST_LABELS))
+    idx_source(raw, raw_dir, TEST_LABELS, truncated(raw_dir, TEST_LABELS))
     with pytest.raises(MNISTNotFoundError, match="truncated or corrupt") as info:
         data.load_mnist(False, tmp_path)
     assert "missing" not in str(info.value)
@@ -203,7 +193,7 @@ BAD_CASES = [
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_import_refuses_bad_file(case: str, raw_dir: Path, tmp_path: Path) -> None:
     name, content, says = _bad_cases(raw_dir)[case]
-    source = fixture_dir(tmp_path / "source", raw_dir, name, content)
+    source = idx_source(tmp_path / "source", raw_dir, name, content)
     if case.endswith("-gz"):
         (source / name).rename(source / f"{name}.gz")
     root = tmp_path / "root"
@@ -218,14 +208,14 @@ def test_bad_import_leaves_existing_root_unchanged(raw_dir: Path, tmp_path: Path
     root = tmp_path / "root"
     data.import_idx(raw_dir, root)
     before = snapshot(root)
-    source = fixture_dir(tmp_path / "source", raw_dir, TRAIN_LABELS, wrong_magic(raw_dir, TRAIN_LABELS))
+    source = idx_source(tmp_path / "source", raw_dir, TRAIN_LABELS, wrong_magic(raw_dir, TRAIN_LABELS))
     with pytest.raises(IDXFormatError, match=TRAIN_LABELS):
         data.import_idx(source, root)
     assert snapshot(root) == before
 
 
 def test_import_missing_source_file(raw_dir: Path, tmp_path: Path) -> None:
-    source = fixture_dir(tmp_path / "source", raw_dir)
+    source = idx_source(tmp_path / "source", raw_dir)
     (source / TEST_IMAGES).unlink()
     with pytest.raises(IDXFormatError, match=f"{TEST_IMAGES} \\(or {TEST_IMAGES}.gz\\) not found"):
         data.import_idx(source, tmp_path / "root")

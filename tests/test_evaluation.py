@@ -8,7 +8,6 @@ matplotlib.use("Agg")
 
 import math
 
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -17,20 +16,6 @@ from torch import nn
 from mnistlib import evaluation as ev
 from mnistlib.data import get_data
 from mnistlib.models import get_model
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

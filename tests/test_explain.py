@@ -22,20 +22,6 @@ models_mod = pytest.importorskip("mnistlib.models")
 REGISTRY = models_mod.list_models()
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def registry_model(name: str) -> nn.Module:
     """A registry model with fixed random weights."""
     torch.manual_seed(0)

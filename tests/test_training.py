@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib
@@ -22,15 +21,6 @@ from mnistlib.models import get_model
 from mnistlib.training import History, fit, pick_device, quick_model, train_one_epoch
 
 QUIET = {"progress": False, "verbose": False, "live_plot": False, "device": "cpu"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models train as fast on one thread, and do not fight other processes over a small CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
