@@ -706,6 +706,9 @@ class DigitPad(widgets.VBox):
     # ---- pen events -------------------------------------------------------------------
     def _down(self, x: float, y: float) -> None:
         self._pen_down = True
+        # The throttle clock starts at pen-down: a live update comes `throttle` seconds into a
+        # stroke at the earliest (comparing with a zero start breaks on machines up for long).
+        self._last_update = time.perf_counter()
         self.strokes.append([(float(x), float(y))])
         with hold_canvas():
             self.canvas.fill_circle(x, y, self.brush / 2)
