@@ -1,0 +1,169 @@
+"""mnistlib.fast: the fast and record models, their recipes, speed settings, and the benchmark script."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from mnistlib import fast
+from mnistlib.fast import (
+    FAST_RECIPES,
+    ChannelsLast,
+    ClassicBN,
+    RecordNet,
+    TimedRun,
+    get_fast_recipe,
+    set_threads,
+    threads,
+    to_channels_last,
+)
+from mnistlib.models import count_parameters, get_model, list_models
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_fast_models_are_registered() -> None:
+    assert {"classic-bn", "record"} <= set(list_models())
+    for recipe in FAST_RECIPES.values():
+        model = get_model(recipe.model, **recipe.model_options)
+        assert model.registry_name == recipe.model
+    assert isinstance(get_model("classic-bn"), ClassicBN)
+    assert isinstance(get_model("record"), RecordNet)
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_record_model_is_small_and_maps_to_ten_logits(n: int) -> None:
+    model = get_model("record", **FAST_RECIPES["record"].model_options)
+    assert count_parameters(model) < 20_000
+    for mode in (model.train, model.eval):
+        mode()
+        assert model(torch.randn(n, 1, 28, 28)).shape == (n, 10)
+
+
+@pytest.mark.parametrize("options", [{}, {"c1": 16, "c2": 32, "hidden": 128}, {"kernel2": 3}])
+def test_classic_bn_shapes(options: dict) -> None:
+    model = get_model("classic-bn", **options)
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.features)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="c1"):
+        ClassicBN(c1=0)
+    with pytest.raises(ValueError, match="widths"):
+        RecordNet(widths=())
+
+
+def test_channels_last_step_matches_contiguous() -> None:
+    """A training step on the same batch: channels-last gives the same loss and gradients (to rounding)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for name in ("classic-bn", "record", "digit-recognizer"):
+        torch.manual_seed(1)
+        a = get_model(name)
+        b = get_model(name)
+        b.load_state_dict(a.state_dict())
+        to_channels_last(b)
+        for model in (a, b):  # BatchNorm uses batch statistics; dropout off so both see the same net
+            model.train()
+            for m in model.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.eval()
+        losses = []
+        for model, batch in ((a, x), (b, x.contiguous(memory_format=torch.channels_last))):
+            loss = nn.functional.cross_entropy(model(batch), y)
+            loss.backward()
+            losses.append(loss.item())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(pa.grad, pb.grad.contiguous(), rtol=1e-3, atol=1e-5)
+
+
+def test_channels_last_loader_wraps_batches() -> None:
+    batches = [(torch.randn(4, 1, 28, 28), torch.arange(4))]
+    wrapped = ChannelsLast(batches)
+    assert len(wrapped) == 1
+    (x, y), = list(wrapped)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, torch.arange(4))
+
+
+def test_threads_are_restored() -> None:
+    before = torch.get_num_threads()
+    with threads(1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    previous = set_threads(None)
+    assert previous == torch.get_num_threads()
+    with pytest.raises(ValueError):
+        set_threads(0)
+
+
+def test_recipes_fit_the_training_api() -> None:
+    training = pytest.importorskip("mnistlib.training")
+    accepted = set(inspect.signature(training.fit).parameters)
+    for recipe in FAST_RECIPES.values():
+        kwargs = recipe.fit_kwargs()
+        assert set(kwargs) <= accepted
+        assert kwargs["optimizer_options"] == recipe.optimizer_options
+        assert recipe.model in list_models()
+    assert get_fast_recipe("fast") is FAST_RECIPES["fast"]
+    with pytest.raises(KeyError, match="known"):
+        get_fast_recipe("nope")
+
+
+def test_recipe_build_applies_channels_last() -> None:
+    for recipe in FAST_RECIPES.values():
+        model = recipe.build()
+        assert model.registry_name == recipe.model
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == recipe.channels_last
+
+
+def test_timed_run_arithmetic() -> None:
+    run = TimedRun(train_seconds=[2.0, 3.0, 4.0], eval_seconds=[1.0] * 3, accuracy=[0.97, 0.991, 0.995])
+    assert run.total_train_seconds == 9.0
+    assert run.seconds_to(0.99) == 5.0 and run.epochs_to(0.99) == 2
+    assert run.seconds_to(0.999) is None and run.epochs_to(0.999) is None
+
+
+def test_train_timed_runs_the_series_loop() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 28, 28)
+    y = torch.randint(0, 10, (64,))
+    train = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
+    run = fast.train_timed(get_model("classic-bn"), train, train, epochs=2, lr=1e-2, scheduler="onecycle",
+                           scheduler_options={"cycle_momentum": False}, optimizer_options={"betas": (0.7, 0.9)})
+    assert len(run.train_seconds) == len(run.accuracy) == len(run.eval_seconds) == 2
+    assert all(0 <= a <= 1 for a in run.accuracy)
+    assert run.train_loss[-1] < run.train_loss[0]
+
+
+def test_speed_helpers_return_rates() -> None:
+    loader = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))] * 3
+    assert fast.images_per_second(get_model("classic-bn"), loader, steps=2, warmup=1) > 0
+    assert fast.inference_speed(get_model("record"), 4, min_seconds=0.0, max_batches=10) > 0
+
+
+def test_benchmark_smoke_runs(data_root: Path) -> None:
+    """``benchmarks/benchmark.py --smoke`` (the seconds-long version of ``--quick``) runs to the end."""
+    env = dict(os.environ, MNISTLIB_DATA=str(data_root), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--smoke", "--threads", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for heading in ("Training throughput", "Time to 99.0%", "Inference", "Measured on"):
+        assert heading in proc.stdout
