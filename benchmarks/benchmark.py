@@ -26,7 +26,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -42,6 +41,7 @@ from mnistlib.data import TensorLoader, get_data, torchvision_loaders
 from mnistlib.fast import (
     FAST_RECIPES,
     TimedRun,
+    cpu_name,
     cpu_threads_available,
     images_per_second,
     inference_speed,
@@ -98,14 +98,7 @@ class Report:
 
 def machine(device: str) -> str:
     """One line about where this ran: CPU (and GPU), torch version and threads."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.startswith("cuda") else ""
     return f"{os.cpu_count()}-core CPU ({cpu}){gpu}, torch {torch.__version__}"
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,19 +22,13 @@ from pathlib import Path
 import torch
 
 from mnistlib.evaluation import compare_recipes, format_table
+from mnistlib.fast import cpu_name
 from mnistlib.recipes import SEED_RECIPES
 
 
 def machine() -> str:
     """One line about where this ran: CPU/GPU, threads, torch version, date."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
     threads = torch.get_num_threads()
     return (f"{os.cpu_count()}-core CPU ({cpu}){gpu}, torch {torch.__version__} with "

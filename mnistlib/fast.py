@@ -413,3 +413,18 @@ def cpu_threads_available() -> int:
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
 
+
+def cpu_name() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one), for benchmark tables."""
+    import platform
+    from pathlib import Path
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return cpu
