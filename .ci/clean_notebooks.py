@@ -39,7 +39,15 @@ def clean(nb: dict) -> dict:
                     continue
                 if "execution_count" in out:
                     out["execution_count"] = None
-                out.pop("metadata", None) if out.get("output_type") == "stream" else None
+                if out.get("output_type") == "stream":
+                    out.pop("metadata", None)
+                    text = "".join(out["text"]) if isinstance(out["text"], list) else out["text"]
+                    prev = outs[-1] if outs else {}
+                    if prev.get("output_type") == "stream" and prev.get("name") == out.get("name"):
+                        # one block per stream: how the kernel split the text depends on timing
+                        prev["text"] = ("".join(prev["text"]) + text).splitlines(keepends=True)
+                        continue
+                    out["text"] = text.splitlines(keepends=True)
                 outs.append(out)
             cell["outputs"] = outs
         else:

@@ -62,6 +62,28 @@ def test_notebooks_are_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_cleaner_keeps_checked_outputs_as_one_block_per_stream() -> None:
+    """The kernel splits printed text into chunks by timing; the cleaner joins them, so diffs show content."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("clean_notebooks", ROOT / ".ci" / "clean_notebooks.py")
+    cleaner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cleaner)
+
+    def stream(name: str, text: str) -> dict:
+        return {"output_type": "stream", "name": name, "text": [text], "metadata": {}}
+
+    checked = {"cell_type": "code", "source": ["# NBVAL_CHECK_OUTPUT\nprint(1)"], "metadata": {}, "execution_count": 7,
+               "outputs": [stream("stdout", "a\n"), stream("stdout", "b\nc\n"), stream("stderr", "warn\n"),
+                           stream("stdout", "d\n")]}
+    other = {"cell_type": "code", "source": ["print(2)"], "metadata": {}, "execution_count": 8,
+             "outputs": [stream("stdout", "x\n")]}
+    nb = cleaner.clean({"cells": [checked, other], "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    first, second = nb["cells"]
+    assert first["execution_count"] == 1 and second["execution_count"] is None and second["outputs"] == []
+    assert first["outputs"] == [{"output_type": "stream", "name": "stdout", "text": ["a\n", "b\n", "c\n", "d\n"]}]
+
+
 def test_lessons_are_numbered() -> None:
     names = [p.name for p in sorted((ROOT / "notebooks").glob("*.ipynb"))]
     assert all(re.match(r"0[1-9]_[a-z_]+\.ipynb$", n) for n in names), names
