@@ -341,7 +341,7 @@ def test_none_is_identity(data_root: Path) -> None:
     assert torch.equal(data.get_augment("none")(x), x)
 
 
-@pytest.mark.parametrize("name", ["rotate5", "crop-rotate15", "shift2", "rotate10-shift2"])
+@pytest.mark.parametrize("name", ["rotate5", "crop-rotate15", "shift2", "rotate10-shift2", "rotate10-shift2-scale10"])
 def test_augmentation_keeps_shape_dtype_and_range(name: str, data_root: Path) -> None:
     x = data.mnist_tensors(False, data_root)[0][:32].unsqueeze(1).float() / 255
     out = data.get_augment(name)(x, torch.Generator().manual_seed(0))
@@ -376,6 +376,22 @@ def test_crop_matches_torchvision_center_crop_and_resize(data_root: Path) -> Non
     assert abs(float(zoomed) - 0.1) < 0.03  # about one image in ten is zoomed
 
 
+def test_scale_zooms_each_image_in_or_out_within_limit() -> None:
+    square = torch.zeros(256, 1, 28, 28)
+    square[:, :, 9:19, 9:19] = 1.0  # a 10×10 square, area 100
+    out = data.Augment(scale=0.2)(square, torch.Generator().manual_seed(0))
+    area = out.flatten(1).sum(1)  # ink grows with the square of the zoom
+    assert float(area.min()) >= 100 * 0.8**2 - 2 and float(area.max()) <= 100 * 1.2**2 + 2
+    assert float(area.min()) < 80 and float(area.max()) > 125  # both smaller and bigger digits
+    assert not data.Augment(scale=0.2).is_identity
+
+
+@pytest.mark.parametrize("scale", [-0.1, 1.0])
+def test_scale_out_of_range_is_rejected(scale: float) -> None:
+    with pytest.raises(ValueError, match="scale must be in"):
+        data.Augment(scale=scale)
+
+
 def test_unknown_augmentation_is_a_clear_key_error() -> None:
     with pytest.raises(KeyError, match="unknown augmentation 'rotate90'.*rotate5"):
         data.get_augment("rotate90")
@@ -385,7 +401,7 @@ def test_unknown_augmentation_is_a_clear_key_error() -> None:
         data.torchvision_transform("nope", 0.0, 1.0)
 
 
-@pytest.mark.parametrize("name", ["none", "rotate5", "crop-rotate15", "rotate10-shift2"])
+@pytest.mark.parametrize("name", ["none", "rotate5", "crop-rotate15", "rotate10-shift2", "rotate10-shift2-scale10"])
 def test_torchvision_transform_runs_per_image(name: str, data_root: Path) -> None:
     ds = data.load_mnist(False, data_root, transform=data.torchvision_transform(name, 0.1307, 0.3081))
     x, y = ds[0]
