@@ -167,3 +167,33 @@ def test_benchmark_smoke_runs(data_root: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     for heading in ("Training throughput", "Time to 99.0%", "Inference", "Measured on"):
         assert heading in proc.stdout
+
+
+def test_record_search_reports_validation_and_never_reads_the_test_set(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks/record_search.py`` prints one validation row per variant; touching the test split fails."""
+    import dataclasses
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("record_search", REPO / "benchmarks" / "record_search.py")
+    search = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search)
+
+    class Forbidden:
+        def __iter__(self):  # noqa: ANN204
+            raise AssertionError("the search read the test set")
+
+        def __len__(self) -> int:
+            raise AssertionError("the search read the test set")
+
+    real = search.get_data
+    monkeypatch.setenv("MNISTLIB_DATA", str(data_root))
+    monkeypatch.setattr(search, "get_data", lambda *a, **k: dataclasses.replace(real(*a, **k), test=Forbidden()))
+    search.main(["--subset", "256", "--epochs", "1", "--widths", "4", "8", "--pool-after", "0",
+                 "--scale", "0.1", "--seeds", "0", "1"])
+    out = capsys.readouterr().out
+    assert out.count("validation") == 2
+    row = out.strip().splitlines()[-1]
+    params = count_parameters(get_model("record", widths=(4, 8), pool_after=(0,)))
+    assert row.startswith("| widths [4, 8]") and f"| {params:,} |" in row and "scale=0.1" in row
