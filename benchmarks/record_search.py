@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--augment", default=record.augment, help="a named augmentation (mnistlib.data)")
     parser.add_argument("--scale", type=float, default=None, help="add a random zoom of up to ± this fraction")
     parser.add_argument("--lr", type=float, default=record.lr)
+    parser.add_argument("--batch-size", type=int, default=record.batch_size)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--subset", type=int, default=None, help="train on N images (a smoke test)")
@@ -49,10 +50,11 @@ def main(argv: list[str] | None = None) -> None:
         augment = replace(augment, scale=args.scale)
     kwargs = record.fit_kwargs() | {"epochs": args.epochs, "lr": args.lr}
     kwargs.pop("augment", None)
+    kwargs.pop("batch_size", None)
 
     accs, seconds, params = [], [], 0
     for seed in args.seeds:
-        data = get_data(record.batch_size, augment, subset=args.subset, seed=seed)
+        data = get_data(args.batch_size, augment, subset=args.subset, seed=seed)
         torch.manual_seed(seed)
         model = get_model(record.model, **options)
         params = count_parameters(model)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
     mean = statistics.mean(accs)
     print(f"| widths {options.get('widths', 'default')}, pool after {options.get('pool_after', 'default')}, "
-          f"{args.epochs} epochs, {augment}, max lr {args.lr} | {params:,} | "
+          f"{args.epochs} epochs, {augment}, batch {args.batch_size}, max lr {args.lr} | {params:,} | "
           f"{' / '.join(f'{a:.2%}' for a in accs)} | {mean:.2%} | {statistics.mean(seconds):.0f} |", flush=True)
 
 
