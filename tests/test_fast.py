@@ -6,6 +6,7 @@ import inspect
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -181,7 +182,7 @@ def test_record_search_reports_validation_and_never_reads_the_test_set(
     spec.loader.exec_module(search)
 
     class Forbidden:
-        def __iter__(self):  # noqa: ANN204
+        def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
             raise AssertionError("the search read the test set")
 
         def __len__(self) -> int:
