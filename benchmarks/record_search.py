@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=None, help="add a random zoom of up to ± this fraction")
     parser.add_argument("--lr", type=float, default=record.lr)
     parser.add_argument("--batch-size", type=int, default=record.batch_size)
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="fit's label_smoothing")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--subset", type=int, default=None, help="train on N images (a smoke test)")
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.scale is not None:
         augment = replace(augment, scale=args.scale)
     kwargs = record.fit_kwargs() | {"epochs": args.epochs, "lr": args.lr}
+    if args.label_smoothing:
+        kwargs["label_smoothing"] = args.label_smoothing
     kwargs.pop("augment", None)
     kwargs.pop("batch_size", None)
 
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
     mean = statistics.mean(accs)
     print(f"| widths {options.get('widths', 'default')}, pool after {options.get('pool_after', 'default')}, "
-          f"{args.epochs} epochs, {augment}, batch {args.batch_size}, max lr {args.lr} | {params:,} | "
+          f"{args.epochs} epochs, {augment}, batch {args.batch_size}, max lr {args.lr}"
+          f"{f', label smoothing {args.label_smoothing}' if args.label_smoothing else ''} | {params:,} | "
           f"{' / '.join(f'{a:.2%}' for a in accs)} | {mean:.2%} | {statistics.mean(seconds):.0f} |", flush=True)
 
 

@@ -462,6 +462,7 @@ def fit(
     scheduler_options: dict | None = None,
     augment: str | None = None,
     target_accuracy: float | None = None,
+    label_smoothing: float = 0.0,
     seed: int = 0,
     device: str | torch.device | None = None,
     subset: int | None = None,
@@ -485,7 +486,9 @@ def fit(
     the last) the validation set is scored; a new best is saved as ``best_model_<stamp>.pth`` in
     ``checkpoint_dir`` and the last state as ``final_model_<stamp>.pth`` at the end.
     ``target_accuracy`` (a fraction, e.g. 0.99) stops at the first epoch whose validation accuracy
-    reaches it. Ctrl-C stops after the current batch and returns the epochs completed so far.
+    reaches it. ``label_smoothing`` (in [0, 1)) trains towards targets that give that much probability
+    to the other classes, spread evenly — a guard against over-confident logits. Ctrl-C stops
+    after the current batch and returns the epochs completed so far.
     ``resume`` (a checkpoint path or :class:`Checkpoint`) restores the weights, optimizer,
     scheduler and random state and keeps counting epochs from where it left off.
     """
@@ -495,6 +498,8 @@ def fit(
         raise ValueError(f"val_every must be ≥ 1, got {val_every}")
     if target_accuracy is not None and not 0 < target_accuracy <= 1:
         raise ValueError(f"target_accuracy is a fraction in (0, 1], e.g. 0.99 — got {target_accuracy}")
+    if not 0 <= label_smoothing < 1:
+        raise ValueError(f"label_smoothing must be in [0, 1), e.g. 0.1 — got {label_smoothing}")
     dev = pick_device(device, verbose=verbose)
 
     # --- the model (and, when resuming, everything the checkpoint remembers)
@@ -538,7 +543,7 @@ def fit(
     steps = len(data.train)
 
     # --- loss, optimizer, scheduler
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
     history = History(target_accuracy=target_accuracy)
     sched_state = None
@@ -570,7 +575,8 @@ def fit(
         "epochs": start_epoch + epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "optimizer_options": dict(optimizer_options or {}), "scheduler": scheduler,
         "scheduler_options": dict(scheduler_options or {}), "augment": augment,
-        "target_accuracy": target_accuracy, "seed": seed, "subset": subset, "device": str(dev),
+        "target_accuracy": target_accuracy, "label_smoothing": label_smoothing, "seed": seed, "subset": subset,
+        "device": str(dev),
         "val_every": val_every, "train_size": getattr(data.train, "dataset_size", None),
     }
 

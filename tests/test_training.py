@@ -80,6 +80,16 @@ def test_bad_target_is_refused(tiny: DataBundle) -> None:
         fit("one-by-one", tiny, epochs=1, target_accuracy=99, **QUIET)
 
 
+def test_label_smoothing_changes_the_loss_and_is_recorded(tiny: DataBundle) -> None:
+    plain = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
+    smooth = fit("classic", tiny, epochs=1, seed=7, label_smoothing=0.3, **QUIET)
+    assert smooth.train_loss[0] > plain.train_loss[0]  # smoothed targets never let the loss reach 0
+    assert load_checkpoint(smooth.final_path).hparams["label_smoothing"] == 0.3
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="label_smoothing"):
+            fit("classic", tiny, epochs=1, label_smoothing=bad, **QUIET)
+
+
 def test_same_seed_same_first_epoch_loss(tiny: DataBundle) -> None:
     a = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
     b = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
