@@ -483,7 +483,8 @@ def fit(
     ``model`` is an ``nn.Module``, a registry name (built after seeding) or None with ``resume``.
     ``data`` defaults to :func:`mnistlib.data.get_data` with ``batch_size`` (128), ``augment``,
     ``subset`` and ``seed``; given ``data``, those come from it. Every ``val_every`` epochs (and
-    the last) the validation set is scored; a new best is saved as ``best_model_<stamp>.pth`` in
+    the last) the validation set is scored — never, if ``data`` has none (``val_size=0``: train on
+    all 60,000 once the choices are made) — a new best is saved as ``best_model_<stamp>.pth`` in
     ``checkpoint_dir`` and the last state as ``final_model_<stamp>.pth`` at the end.
     ``target_accuracy`` (a fraction, e.g. 0.99) stops at the first epoch whose validation accuracy
     reaches it. ``label_smoothing`` (in [0, 1)) trains towards targets that give that much probability
@@ -541,6 +542,7 @@ def fit(
     if hasattr(data.train, "epoch"):
         data.train.epoch = start_epoch  # same shuffles as an uninterrupted run
     steps = len(data.train)
+    has_val = len(data.val) > 0 if hasattr(data.val, "__len__") else True  # get_data(val_size=0) has none
 
     # --- loss, optimizer, scheduler
     loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
@@ -562,6 +564,9 @@ def fit(
             torch.set_rng_state(rng)  # dropout continues as in an uninterrupted run
     sched, when = make_scheduler(scheduler, opt, epochs=epochs, steps_per_epoch=steps, lr=lr,
                                  **(scheduler_options or {}))
+    if not has_val and (target_accuracy is not None or when == "val"):
+        raise ValueError("target_accuracy and the plateau scheduler need validation images, and this data has "
+                         "none (val_size=0)")
     if sched is not None and sched_state:
         left = sched_state.get("total_steps", 0) - sched_state.get("last_epoch", 0)
         if when != "batch" or left >= epochs * steps:
@@ -617,7 +622,7 @@ def fit(
 
                     train_loss, train_acc = train_one_epoch(model, bar, opt, loss_fn, dev,
                                                             sched if when == "batch" else None, batch_done)
-                validate = (epoch - start_epoch) % val_every == 0 or epoch == last
+                validate = has_val and ((epoch - start_epoch) % val_every == 0 or epoch == last)
                 if validate:
                     val_loss, val_acc = evaluate(model, data.val, dev)
                 else:

@@ -90,6 +90,18 @@ def test_label_smoothing_changes_the_loss_and_is_recorded(tiny: DataBundle) -> N
             fit("classic", tiny, epochs=1, label_smoothing=bad, **QUIET)
 
 
+def test_training_without_a_validation_split(data_root: Path) -> None:
+    data = get_data(batch_size=64, subset=256, val_size=0, seed=0, root=data_root)
+    assert len(data.val) == 0
+    h = fit("classic", data, epochs=2, **QUIET)
+    assert len(h) == 2 and all(math.isnan(a) for a in h.val_acc)
+    assert h.best_path is None and load_checkpoint(h.final_path).epoch == 2
+    with pytest.raises(ValueError, match="val_size=0"):
+        fit("classic", data, epochs=1, target_accuracy=0.9, **QUIET)
+    with pytest.raises(ValueError, match="val_size=0"):
+        fit("classic", data, epochs=1, scheduler="plateau", **QUIET)
+
+
 def test_same_seed_same_first_epoch_loss(tiny: DataBundle) -> None:
     a = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
     b = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
