@@ -170,6 +170,20 @@ def test_benchmark_smoke_runs(data_root: Path) -> None:
         assert heading in proc.stdout
 
 
+def test_benchmark_record_refit_on_all_images_has_no_validation_column(data_root: Path) -> None:
+    """``--record --record-val-size 0`` trains without a validation split and says so in its table."""
+    env = dict(os.environ, MNISTLIB_DATA=str(data_root), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--record", "--smoke", "--seeds", "0", "1",
+         "--record-val-size", "0", "--threads", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(rows) == 2 and all(row.split("|")[6].strip() == "—" for row in rows)
+    assert "Test accuracy over seeds 0, 1" in proc.stdout
+
+
 def test_record_search_reports_validation_and_never_reads_the_test_set(
     data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
