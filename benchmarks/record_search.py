@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=record.epochs)
     parser.add_argument("--augment", default=record.augment, help="a named augmentation (mnistlib.data)")
     parser.add_argument("--scale", type=float, default=None, help="add a random zoom of up to ± this fraction")
+    parser.add_argument("--elastic", type=float, default=None, help="add an elastic warp of up to this many pixels")
     parser.add_argument("--lr", type=float, default=record.lr)
     parser.add_argument("--batch-size", type=int, default=record.batch_size)
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="fit's label_smoothing")
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     augment = get_augment(args.augment)
     if args.scale is not None:
         augment = replace(augment, scale=args.scale)
+    if args.elastic is not None:
+        augment = replace(augment, elastic=args.elastic)
     kwargs = record.fit_kwargs() | {"epochs": args.epochs, "lr": args.lr}
     if args.label_smoothing:
         kwargs["label_smoothing"] = args.label_smoothing

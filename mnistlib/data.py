@@ -241,6 +241,9 @@ class Augment:
     take the centre ``crop_size``×``crop_size`` and scale it back to 28×28 (a zoom);
     ``shift``: max translation in pixels either way; ``scale``: max zoom either way as a fraction
     (0.1: the digit drawn 90–110 % of its size), so the model meets thinner, smaller and bigger digits.
+    ``elastic``: max local displacement in pixels of a smooth random warp (an *elastic distortion*,
+    Simard et al. 2003): random offsets on a 4×4 grid, interpolated bicubically over the image, bend
+    strokes the way different hands do.
     """
 
     rotation: float = 0.0
@@ -248,15 +251,18 @@ class Augment:
     crop_size: int = 22
     shift: float = 0.0
     scale: float = 0.0
+    elastic: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.scale < 1:
             raise ValueError(f"scale must be in [0, 1), got {self.scale}")
+        if not 0 <= self.elastic <= 8:
+            raise ValueError(f"elastic is a displacement in pixels in [0, 8], got {self.elastic}")
 
     @property
     def is_identity(self) -> bool:
         return (self.rotation == 0 and (self.crop_p == 0 or self.crop_size >= 28) and self.shift == 0
-                and self.scale == 0)
+                and self.scale == 0 and self.elastic == 0)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Warp a float batch ``[B, 1, H, W]`` with pixels in 0–1 (background 0)."""
@@ -280,6 +286,10 @@ class Augment:
             [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
         )
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        if self.elastic > 0:  # a smooth offset field, in pixels, turned into grid units (2 / size)
+            coarse = (rand(b, 2, 4, 4) * 2 - 1) * self.elastic
+            field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
+            grid = grid + (field * 2 / torch.tensor([w, h], device=x.device).view(1, 2, 1, 1)).permute(0, 2, 3, 1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -320,6 +330,9 @@ def torchvision_transform(
 ) -> v2.Compose:
     """The classic per-image torchvision (v2) pipeline for the same augmentation, on PIL images."""
     aug = get_augment(augment)
+    if aug.elastic:
+        raise ValueError("the torchvision pipeline has no equivalent of Augment.elastic (torchvision's "
+                         "ElasticTransform draws a different field): use get_data's in-memory batches")
     steps: list[object] = []
     if aug.crop_p > 0 and aug.crop_size < 28:
         steps.append(v2.RandomApply([v2.CenterCrop(aug.crop_size), v2.Resize(28)], p=aug.crop_p))

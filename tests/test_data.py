@@ -392,6 +392,31 @@ def test_scale_out_of_range_is_rejected(scale: float) -> None:
         data.Augment(scale=scale)
 
 
+def test_elastic_bends_strokes_by_at_most_its_pixels() -> None:
+    bar = torch.zeros(64, 1, 28, 28)
+    bar[:, :, 4:24, 13:15] = 1.0  # a vertical bar 64 times; its x-centre is 14 on every row
+    out = data.Augment(elastic=2.0)(bar, torch.Generator().manual_seed(0))
+    rows = out[:, 0, 6:22]  # the bar's middle rows, away from its ends
+    xs = torch.arange(28.0)
+    centre = (rows * xs).sum(-1) / rows.sum(-1).clamp_min(1e-6)  # [64, 16]: x-centre per row
+    shift = centre - 14
+    assert float(shift.abs().max()) <= 2.0 * 1.3 + 0.5  # bicubic may overshoot the grid a little
+    assert float(shift.std(dim=1).mean()) > 0.1  # bent along the stroke, not moved rigidly
+    assert float(shift.mean(dim=1).std()) > 0.1  # a different field for each image
+    assert not data.Augment(elastic=2.0).is_identity and data.Augment(elastic=0).is_identity
+
+
+@pytest.mark.parametrize("elastic", [-1.0, 9.0])
+def test_elastic_out_of_range_is_rejected(elastic: float) -> None:
+    with pytest.raises(ValueError, match="elastic"):
+        data.Augment(elastic=elastic)
+
+
+def test_elastic_has_no_torchvision_twin() -> None:
+    with pytest.raises(ValueError, match="in-memory"):
+        data.torchvision_transform(data.Augment(elastic=1.0), 0.0, 1.0)
+
+
 def test_unknown_augmentation_is_a_clear_key_error() -> None:
     with pytest.raises(KeyError, match="unknown augmentation 'rotate90'.*rotate5"):
         data.get_augment("rotate90")
