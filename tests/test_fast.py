@@ -158,27 +158,27 @@ def test_speed_helpers_return_rates() -> None:
     assert fast.inference_speed(get_model("record"), 4, min_seconds=0.0, max_batches=10) > 0
 
 
-def test_benchmark_smoke_runs(data_root: Path) -> None:
-    """``benchmarks/benchmark.py --smoke`` (the seconds-long version of ``--quick``) runs to the end."""
+def run_benchmark(data_root: Path, *args: str) -> subprocess.CompletedProcess:
+    """``benchmarks/benchmark.py --smoke --threads 1 ARGS`` in a fresh process; fails the test if it fails."""
     env = dict(os.environ, MNISTLIB_DATA=str(data_root), OMP_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--smoke", "--threads", "1"],
+        [sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--smoke", "--threads", "1", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_benchmark_smoke_runs(data_root: Path) -> None:
+    """``benchmarks/benchmark.py --smoke`` (the seconds-long version of ``--quick``) runs to the end."""
+    proc = run_benchmark(data_root)
     for heading in ("Training throughput", "Time to 99.0%", "Inference", "Measured on"):
         assert heading in proc.stdout
 
 
 def test_benchmark_record_refit_on_all_images_has_no_validation_column(data_root: Path) -> None:
     """``--record --record-val-size 0`` trains without a validation split and says so in its table."""
-    env = dict(os.environ, MNISTLIB_DATA=str(data_root), OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "benchmark.py"), "--record", "--smoke", "--seeds", "0", "1",
-         "--record-val-size", "0", "--threads", "1"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_benchmark(data_root, "--record", "--seeds", "0", "1", "--record-val-size", "0")
     rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
     assert len(rows) == 2 and all(row.split("|")[6].strip() == "—" for row in rows)
     assert "Test accuracy over seeds 0, 1" in proc.stdout
