@@ -14,7 +14,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
 
@@ -258,6 +258,12 @@ class Augment:
             raise ValueError(f"scale must be in [0, 1), got {self.scale}")
         if not 0 <= self.elastic <= 8:
             raise ValueError(f"elastic is a displacement in pixels in [0, 8], got {self.elastic}")
+
+    def __repr__(self) -> str:
+        """Only what this augmentation does: ``Augment(rotation=5)``, not every field at its default."""
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if getattr(self, f.name) != f.default or (f.name == "crop_size" and self.crop_p > 0)]
+        return f"Augment({', '.join(shown)})"
 
     @property
     def is_identity(self) -> bool:

@@ -336,6 +336,13 @@ def test_named_augmentations_exist() -> None:
     assert data.get_augment(None).is_identity and data.get_augment("none").is_identity
 
 
+def test_augment_repr_shows_only_what_it_does() -> None:
+    assert repr(data.get_augment("none")) == "Augment()"
+    assert repr(data.get_augment("rotate10-shift2-scale10")) == "Augment(rotation=10, shift=2, scale=0.1)"
+    assert repr(data.Augment(crop_p=0.1)) == "Augment(crop_p=0.1, crop_size=22)"  # the crop's size matters once used
+    assert repr(data.Augment(elastic=1.5, crop_size=20)) == "Augment(crop_size=20, elastic=1.5)"
+
+
 def test_none_is_identity(data_root: Path) -> None:
     x = data.mnist_tensors(False, data_root)[0][:16].unsqueeze(1).float() / 255
     assert torch.equal(data.get_augment("none")(x), x)
