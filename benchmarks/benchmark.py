@@ -279,9 +279,7 @@ def record_runs(seeds: list[int], device: str, epochs: int | None = None, subset
 
     recipe = FAST_RECIPES["record"]
     kwargs = recipe.fit_kwargs() | ({"epochs": epochs} if epochs else {})
-    refit = "" if val_size or subset else " (all of the training set: the recipe was chosen before, on validation)"
     lines = [f"### Record model: {recipe.title}", "",
-             f"Trained on {60_000 - val_size if subset is None else subset:,} images{refit}.", "",
              "| seed | parameters | epochs | training s (validation excluded) | wall s | validation acc | test acc |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     tests, trains = [], []
@@ -311,6 +309,8 @@ def record_runs(seeds: list[int], device: str, epochs: int | None = None, subset
         lines.append(f"| {seed} | {count_parameters(model):,} | {len(history.epoch)} | {train_s:.0f} | {wall:.0f} | "
                      f"{val} | {test:.2%} |")
         print(f"  seed {seed}: test {test:.2%}, validation {val}, {train_s:.0f} s training", flush=True)
+    refit = "" if val_size or subset else " (all of the training set: the recipe was chosen before, on validation)"
+    lines[2:2] = [f"Trained on {data.train.dataset_size:,} images{refit}.", ""]
     mean = statistics.mean(tests)
     spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
     lines += ["", f"Test accuracy over seeds {', '.join(map(str, seeds))}: mean {mean:.2%} ± {spread:.2%} "

@@ -286,7 +286,8 @@ class Augment:
             scale = torch.where(zoom, torch.full_like(scale, self.crop_size / w), scale)
         if self.scale > 0:  # the grid samples a window 1/zoom the size: zoom > 1 draws the digit bigger
             scale = scale / (1 + (rand(b) * 2 - 1) * self.scale)
-        shift = (rand(b, 2) * 2 - 1) * self.shift * 2 / torch.tensor([w, h], device=x.device)
+        pixels = torch.tensor([w, h], device=x.device)  # grid units are 2 / pixels
+        shift = (rand(b, 2) * 2 - 1) * self.shift * 2 / pixels
         cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
         theta = torch.stack(
             [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
@@ -295,7 +296,7 @@ class Augment:
         if self.elastic > 0:  # a smooth offset field, in pixels, turned into grid units (2 / size)
             coarse = (rand(b, 2, 4, 4) * 2 - 1) * self.elastic
             field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True)
-            grid = grid + (field * 2 / torch.tensor([w, h], device=x.device).view(1, 2, 1, 1)).permute(0, 2, 3, 1)
+            grid = grid + (field * 2 / pixels.view(1, 2, 1, 1)).permute(0, 2, 3, 1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
