@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=record.lr)
     parser.add_argument("--batch-size", type=int, default=record.batch_size)
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="fit's label_smoothing")
+    parser.add_argument("--weight-decay", type=float, default=None, help="SGD's weight decay")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--subset", type=int, default=None, help="train on N images (a smoke test)")
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> None:
     kwargs = record.fit_kwargs() | {"epochs": args.epochs, "lr": args.lr}
     if args.label_smoothing:
         kwargs["label_smoothing"] = args.label_smoothing
+    if args.weight_decay is not None:
+        kwargs["optimizer_options"] = kwargs["optimizer_options"] | {"weight_decay": args.weight_decay}
     kwargs.pop("augment", None)
     kwargs.pop("batch_size", None)
 
@@ -73,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     mean = statistics.mean(accs)
     print(f"| widths {options.get('widths', 'default')}, pool after {options.get('pool_after', 'default')}, "
           f"{args.epochs} epochs, {augment}, batch {args.batch_size}, max lr {args.lr}"
-          f"{f', label smoothing {args.label_smoothing}' if args.label_smoothing else ''} | {params:,} | "
+          f"{f', label smoothing {args.label_smoothing}' if args.label_smoothing else ''}"
+          f"{f', weight decay {args.weight_decay}' if args.weight_decay is not None else ''} | {params:,} | "
           f"{' / '.join(f'{a:.2%}' for a in accs)} | {mean:.2%} | {statistics.mean(seconds):.0f} |", flush=True)
 
 
