@@ -202,13 +202,22 @@ def test_record_search_reports_validation_and_never_reads_the_test_set(
         def __len__(self) -> int:
             raise AssertionError("the search read the test set")
 
-    real = search.get_data
+    real, real_fit, fit_calls = search.get_data, search.fit, []
+
+    def recording_fit(*args: object, **kwargs: object) -> object:
+        fit_calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
     monkeypatch.setenv("MNISTLIB_DATA", str(data_root))
     monkeypatch.setattr(search, "get_data", lambda *a, **k: dataclasses.replace(real(*a, **k), test=Forbidden()))
+    monkeypatch.setattr(search, "fit", recording_fit)
     search.main(["--subset", "256", "--epochs", "1", "--widths", "4", "8", "--pool-after", "0",
-                 "--scale", "0.1", "--seeds", "0", "1"])
+                 "--scale", "0.1", "--weight-decay", "1e-3", "--seeds", "0", "1"])
     out = capsys.readouterr().out
     assert out.count("validation") == 2
     row = out.strip().splitlines()[-1]
     params = count_parameters(get_model("record", widths=(4, 8), pool_after=(0,)))
     assert row.startswith("| widths [4, 8]") and f"| {params:,} |" in row and "scale=0.1" in row
+    assert "weight decay 0.001" in row
+    assert [call["optimizer_options"]["weight_decay"] for call in fit_calls] == [1e-3, 1e-3]
+    assert FAST_RECIPES["record"].optimizer_options["weight_decay"] == 5e-4  # the recipe itself untouched
