@@ -295,6 +295,26 @@ def predict(
     return torch.cat(preds), torch.cat(trues)
 
 
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean and variance from one pass over ``loader``.
+
+    While training, BatchNorm's running statistics follow the (augmented) training batches with
+    momentum; evaluation images are not augmented. One pass over clean training images
+    (``data.train.without_augmentation()``) replaces them with exact averages over those images.
+    The weights are untouched. Wraps :func:`torch.optim.swa_utils.update_bn`; returns ``model``.
+    """
+    if not _has_batchnorm(model):
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer to recalibrate")
+    device = _model_device(model)
+    torch.optim.swa_utils.update_bn(((x.to(device), y) for x, y in loader), model)
+    return model
+
+
 # --------------------------------------------------------------------------- Ctrl-C
 
 
@@ -463,6 +483,7 @@ def fit(
     augment: str | None = None,
     target_accuracy: float | None = None,
     label_smoothing: float = 0.0,
+    recalibrate_bn: bool = False,
     seed: int = 0,
     device: str | torch.device | None = None,
     subset: int | None = None,
@@ -488,7 +509,9 @@ def fit(
     ``checkpoint_dir`` and the last state as ``final_model_<stamp>.pth`` at the end.
     ``target_accuracy`` (a fraction, e.g. 0.99) stops at the first epoch whose validation accuracy
     reaches it. ``label_smoothing`` (in [0, 1)) trains towards targets that give that much probability
-    to the other classes, spread evenly — a guard against over-confident logits. Ctrl-C stops
+    to the other classes, spread evenly — a guard against over-confident logits. ``recalibrate_bn``
+    re-estimates BatchNorm statistics on the unaugmented training images after the last epoch,
+    before it is scored and saved (:func:`recalibrate_batchnorm`). Ctrl-C stops
     after the current batch and returns the epochs completed so far.
     ``resume`` (a checkpoint path or :class:`Checkpoint`) restores the weights, optimizer,
     scheduler and random state and keeps counting epochs from where it left off.
@@ -536,6 +559,11 @@ def fit(
                                  ("augment", augment, getattr(data, "augment", augment))]:
             if given is not None and given != used:
                 print(f"(note: {arg}={given!r} is ignored — the data given to fit was built with {used!r})")
+    if recalibrate_bn and not _has_batchnorm(model):
+        raise ValueError(f"recalibrate_bn: {type(model).__name__} has no BatchNorm layer to recalibrate")
+    if recalibrate_bn and not hasattr(data.train, "without_augmentation"):
+        raise ValueError("recalibrate_bn needs mnistlib's in-memory data (get_data): its training loader "
+                         "can give the same images without augmentation")
     batch_size = getattr(data.train, "batch_size", batch_size)
     augment = getattr(data, "augment", augment or "none")
     start_epoch = ckpt.epoch if ckpt is not None else 0
@@ -580,7 +608,8 @@ def fit(
         "epochs": start_epoch + epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "optimizer_options": dict(optimizer_options or {}), "scheduler": scheduler,
         "scheduler_options": dict(scheduler_options or {}), "augment": augment,
-        "target_accuracy": target_accuracy, "label_smoothing": label_smoothing, "seed": seed, "subset": subset,
+        "target_accuracy": target_accuracy, "label_smoothing": label_smoothing, "recalibrate_bn": recalibrate_bn,
+        "seed": seed, "subset": subset,
         "device": str(dev),
         "val_every": val_every, "train_size": getattr(data.train, "dataset_size", None),
     }
@@ -622,6 +651,8 @@ def fit(
 
                     train_loss, train_acc = train_one_epoch(model, bar, opt, loss_fn, dev,
                                                             sched if when == "batch" else None, batch_done)
+                if recalibrate_bn and epoch == last:
+                    recalibrate_batchnorm(model, data.train.without_augmentation())
                 validate = has_val and ((epoch - start_epoch) % val_every == 0 or epoch == last)
                 if validate:
                     val_loss, val_acc = evaluate(model, data.val, dev)

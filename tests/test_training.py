@@ -224,3 +224,57 @@ def test_quick_model_trains_once_then_reuses(tiny: DataBundle, tmp_path: Path, m
     assert again.path == first.path
     with pytest.raises(AssertionError):
         quick_model("classic", folder=folder, verbose=False)  # no checkpoint of that model: would train
+
+
+@pytest.fixture(scope="module")
+def tiny_augmented(data_root: Path) -> DataBundle:
+    """The tiny split with the record recipe's augmentation: BatchNorm trains on rotated, shifted, zoomed images."""
+    return get_data(batch_size=64, augment="rotate10-shift2-scale10", subset=512, val_size=500, seed=0,
+                    root=data_root)
+
+
+def test_without_augmentation_gives_the_clean_images_in_order(tiny_augmented: DataBundle) -> None:
+    train = tiny_augmented.train
+    clean = train.without_augmentation(batch_size=100)
+    x, y = next(iter(clean))
+    assert x.shape == (100, 1, 28, 28) and torch.equal(y, train.labels[:100])
+    expected = (train.images[:100].unsqueeze(1).float() / 255 - tiny_augmented.mean) / tiny_augmented.std
+    assert torch.allclose(x, expected)
+    assert len(clean) == 6 and clean.augment.is_identity and not train.augment.is_identity
+
+
+def test_recalibrate_batchnorm_sets_exact_statistics_of_the_clean_images(tiny_augmented: DataBundle) -> None:
+    model = get_model("record", widths=(4, 8), pool_after=(0,))
+    fit(model, tiny_augmented, epochs=1, lr=0.05, optimizer="sgd", save_checkpoints=False, **QUIET)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    clean = tiny_augmented.train.without_augmentation()
+    conv, bn = model.features[0], model.features[1]
+    with torch.no_grad():
+        out = torch.cat([conv(x) for x, _ in clean])  # what the first BatchNorm sees, image by image
+    mean, var = out.mean(dim=(0, 2, 3)), out.var(dim=(0, 2, 3), unbiased=True)
+    assert not torch.allclose(bn.running_mean, mean, atol=1e-4)  # training left augmented-batch statistics
+    assert training.recalibrate_batchnorm(model, clean) is model
+    assert torch.allclose(bn.running_mean, mean, atol=1e-5) and torch.allclose(bn.running_var, var, rtol=1e-3)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())  # the weights are untouched
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        training.recalibrate_batchnorm(get_model("classic"), clean)
+
+
+def test_fit_recalibrate_bn_scores_and_saves_the_recalibrated_model(tiny_augmented: DataBundle) -> None:
+    kwargs = dict(epochs=2, lr=0.05, optimizer="sgd", seed=3, **QUIET)
+
+    def small_record_net() -> torch.nn.Module:
+        torch.manual_seed(3)  # both runs start from the same weights
+        return get_model("record", widths=(4, 8), pool_after=(0,))
+
+    plain_model, recal_model = small_record_net(), small_record_net()
+    plain = fit(plain_model, tiny_augmented, save_checkpoints=False, **kwargs)
+    recal = fit(recal_model, tiny_augmented, recalibrate_bn=True, model_name="record", **kwargs)
+    assert recal.val_acc[0] == plain.val_acc[0]  # only the last epoch is recalibrated
+    training.recalibrate_batchnorm(plain_model, tiny_augmented.train.without_augmentation())
+    assert recal.val_loss[-1] == pytest.approx(training.evaluate(plain_model, tiny_augmented.val)[0])
+    saved = load_checkpoint(recal.final_path)
+    assert saved.hparams["recalibrate_bn"] is True
+    assert torch.allclose(saved.model.features[1].running_mean, plain_model.features[1].running_mean)
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        fit("classic", tiny_augmented, epochs=1, recalibrate_bn=True, **QUIET)
