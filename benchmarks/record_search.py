@@ -20,7 +20,7 @@ import torch
 from mnistlib.data import get_augment, get_data
 from mnistlib.fast import FAST_RECIPES
 from mnistlib.models import count_parameters, get_model
-from mnistlib.training import fit
+from mnistlib.training import evaluate, fit, recalibrate_batchnorm
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=record.batch_size)
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="fit's label_smoothing")
     parser.add_argument("--weight-decay", type=float, default=None, help="SGD's weight decay")
+    parser.add_argument("--recalibrate-bn", action="store_true",
+                        help="also report validation after re-estimating BatchNorm statistics on un-augmented "
+                             "training images (same run, so the two figures are paired)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--subset", type=int, default=None, help="train on N images (a smoke test)")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     kwargs.pop("augment", None)
     kwargs.pop("batch_size", None)
 
-    accs, seconds, params = [], [], 0
+    accs, recal_accs, seconds, params = [], [], [], 0
     for seed in args.seeds:
         data = get_data(args.batch_size, augment, subset=args.subset, seed=seed)
         torch.manual_seed(seed)
@@ -73,12 +76,20 @@ def main(argv: list[str] | None = None) -> None:
         accs.append(history.val_acc[-1])
         print(f"  seed {seed}: validation {accs[-1]:.2%} after {len(history.epoch)} epochs, {seconds[-1]:.0f} s",
               flush=True)
+        if args.recalibrate_bn:
+            recalibrate_batchnorm(model, data.train.without_augmentation())
+            recal_accs.append(evaluate(model, data.val)[1])
+            print(f"  seed {seed}: validation {recal_accs[-1]:.2%} after re-estimating BatchNorm statistics",
+                  flush=True)
     mean = statistics.mean(accs)
     print(f"| widths {options.get('widths', 'default')}, pool after {options.get('pool_after', 'default')}, "
           f"{args.epochs} epochs, {augment}, batch {args.batch_size}, max lr {args.lr}"
           f"{f', label smoothing {args.label_smoothing}' if args.label_smoothing else ''}"
           f"{f', weight decay {args.weight_decay}' if args.weight_decay is not None else ''} | {params:,} | "
           f"{' / '.join(f'{a:.2%}' for a in accs)} | {mean:.2%} | {statistics.mean(seconds):.0f} |", flush=True)
+    if recal_accs:
+        print(f"| … the same runs, BatchNorm statistics re-estimated on un-augmented training images | {params:,} | "
+              f"{' / '.join(f'{a:.2%}' for a in recal_accs)} | {statistics.mean(recal_accs):.2%} | – |", flush=True)
 
 
 if __name__ == "__main__":

@@ -212,10 +212,11 @@ def test_record_search_reports_validation_and_never_reads_the_test_set(
     monkeypatch.setattr(search, "get_data", lambda *a, **k: dataclasses.replace(real(*a, **k), test=Forbidden()))
     monkeypatch.setattr(search, "fit", recording_fit)
     search.main(["--subset", "256", "--epochs", "1", "--widths", "4", "8", "--pool-after", "0",
-                 "--scale", "0.1", "--weight-decay", "1e-3", "--seeds", "0", "1"])
+                 "--scale", "0.1", "--weight-decay", "1e-3", "--recalibrate-bn", "--seeds", "0", "1"])
     out = capsys.readouterr().out
-    assert out.count("validation") == 2
-    row = out.strip().splitlines()[-1]
+    assert out.count("after re-estimating BatchNorm statistics") == 2 and out.count("validation") == 4
+    row, recal_row = out.strip().splitlines()[-2:]
+    assert recal_row.startswith("| … the same runs, BatchNorm statistics re-estimated")
     params = count_parameters(get_model("record", widths=(4, 8), pool_after=(0,)))
     assert row.startswith("| widths [4, 8]") and f"| {params:,} |" in row and "scale=0.1" in row
     assert "weight decay 0.001" in row
