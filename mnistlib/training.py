@@ -510,8 +510,9 @@ def fit(
     ``target_accuracy`` (a fraction, e.g. 0.99) stops at the first epoch whose validation accuracy
     reaches it. ``label_smoothing`` (in [0, 1)) trains towards targets that give that much probability
     to the other classes, spread evenly — a guard against over-confident logits. ``recalibrate_bn``
-    re-estimates BatchNorm statistics on the unaugmented training images after the last epoch,
-    before it is scored and saved (:func:`recalibrate_batchnorm`). Ctrl-C stops
+    re-estimates BatchNorm statistics on the unaugmented training images after the last planned
+    epoch, before it is scored and saved (:func:`recalibrate_batchnorm`; not after a stop at
+    ``target_accuracy`` or Ctrl-C). Ctrl-C stops
     after the current batch and returns the epochs completed so far.
     ``resume`` (a checkpoint path or :class:`Checkpoint`) restores the weights, optimizer,
     scheduler and random state and keeps counting epochs from where it left off.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 from pathlib import Path
@@ -278,3 +279,6 @@ def test_fit_recalibrate_bn_scores_and_saves_the_recalibrated_model(tiny_augment
     assert torch.allclose(saved.model.features[1].running_mean, plain_model.features[1].running_mean)
     with pytest.raises(ValueError, match="no BatchNorm"):
         fit("classic", tiny_augmented, epochs=1, recalibrate_bn=True, **QUIET)
+    batches = dataclasses.replace(tiny_augmented, train=[next(iter(tiny_augmented.train.without_augmentation()))])
+    with pytest.raises(ValueError, match="in-memory data"):  # a plain iterable cannot drop its augmentation
+        fit(small_record_net(), batches, epochs=1, recalibrate_bn=True, save_checkpoints=False, **QUIET)
