@@ -295,8 +295,9 @@ def predict(
     return torch.cat(preds), torch.cat(trues)
 
 
-def _has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+def _require_batchnorm(model: nn.Module) -> None:
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer to recalibrate")
 
 
 @torch.no_grad()
@@ -308,8 +309,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable) -> nn.Module:
     (``data.train.without_augmentation()``) replaces them with exact averages over those images.
     The weights are untouched. Wraps :func:`torch.optim.swa_utils.update_bn`; returns ``model``.
     """
-    if not _has_batchnorm(model):
-        raise ValueError(f"{type(model).__name__} has no BatchNorm layer to recalibrate")
+    _require_batchnorm(model)
     device = _model_device(model)
     torch.optim.swa_utils.update_bn(((x.to(device), y) for x, y in loader), model)
     return model
@@ -560,8 +560,8 @@ def fit(
                                  ("augment", augment, getattr(data, "augment", augment))]:
             if given is not None and given != used:
                 print(f"(note: {arg}={given!r} is ignored — the data given to fit was built with {used!r})")
-    if recalibrate_bn and not _has_batchnorm(model):
-        raise ValueError(f"recalibrate_bn: {type(model).__name__} has no BatchNorm layer to recalibrate")
+    if recalibrate_bn:
+        _require_batchnorm(model)  # before training, not after the last epoch
     if recalibrate_bn and not hasattr(data.train, "without_augmentation"):
         raise ValueError("recalibrate_bn needs mnistlib's in-memory data (get_data): its training loader "
                          "can give the same images without augmentation")
