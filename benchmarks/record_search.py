@@ -14,13 +14,63 @@ import argparse
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from mnistlib.checkpoints import load_checkpoint, save_checkpoint
 from mnistlib.data import get_augment, get_data
 from mnistlib.fast import FAST_RECIPES
 from mnistlib.models import count_parameters, get_model
 from mnistlib.training import evaluate, fit, recalibrate_batchnorm
+
+
+class Ensemble(nn.Module):
+    """Several trained models as one: the log of their averaged probabilities (to score them together)."""
+
+    def __init__(self, models: list[nn.Module]) -> None:
+        super().__init__()
+        self._models = [m.eval() for m in models]  # a plain list: not parameters of this module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([F.softmax(m(x), dim=1) for m in self._models]).mean(dim=0).log()
+
+
+class Distilled(nn.Module):
+    """The student; in training mode it also runs its frozen teachers on the same (augmented) batch.
+
+    The teachers' temperature-softened probabilities, averaged, wait in ``soft_targets`` for
+    :func:`distillation_loss`. They sit in a plain list, so they are not this module's parameters:
+    the optimizer never sees them and ``train()`` leaves them in eval mode.
+    """
+
+    def __init__(self, student: nn.Module, teachers: list[nn.Module], temperature: float) -> None:
+        super().__init__()
+        self.student = student
+        self._teachers = [t.eval() for t in teachers]
+        self.temperature = temperature
+        self.soft_targets: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                probs = [F.softmax(t(x) / self.temperature, dim=1) for t in self._teachers]
+                self.soft_targets = torch.stack(probs).mean(dim=0)
+        return self.student(x)
+
+
+def distillation_loss(model: Distilled, alpha: float):
+    """(1 − α)·cross-entropy with the labels + α·T²·KL(teachers ‖ student at temperature T) (Hinton et al. 2015)."""
+    t = model.temperature
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        hard = F.cross_entropy(logits, labels)
+        soft = F.kl_div(F.log_softmax(logits / t, dim=1), model.soft_targets, reduction="batchmean") * t * t
+        return (1 - alpha) * hard + alpha * soft
+
+    return loss
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,9 +89,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recalibrate-bn", action="store_true",
                         help="also report validation after re-estimating BatchNorm statistics on un-augmented "
                              "training images (same run, so the two figures are paired)")
+    parser.add_argument("--separable", action="store_true",
+                        help="every conv after the first: a depthwise 3×3 then a 1×1 conv (RecordNet(separable=True))")
+    parser.add_argument("--teachers", type=Path, nargs="+", default=None,
+                        help="distil from these checkpoints (e.g. --save-dir output): their averaged soft predictions")
+    parser.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teachers' term in the loss")
+    parser.add_argument("--temperature", type=float, default=4.0, help="softmax temperature for distillation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--subset", type=int, default=None, help="train on N images (a smoke test)")
+    parser.add_argument("--save-dir", type=Path, default=None,
+                        help="save each seed's trained model as seed<N>.pth here (mnistlib checkpoints)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -51,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
         options["widths"] = args.widths
     if args.pool_after:
         options["pool_after"] = args.pool_after
+    if args.separable:
+        options["separable"] = True
+    teachers = [load_checkpoint(path).model for path in args.teachers or []]
     augment = get_augment(args.augment)
     if args.scale is not None:
         augment = replace(augment, scale=args.scale)
@@ -71,9 +132,23 @@ def main(argv: list[str] | None = None) -> None:
         model = get_model(record.model, **options)
         params = count_parameters(model)
         t0 = time.perf_counter()
-        history = fit(model, data, **kwargs, seed=seed, save_checkpoints=False, progress=False, verbose=False)
+        if teachers and seed == args.seeds[0]:
+            print(f"  the {len(teachers)} teachers' averaged prediction: validation "
+                  f"{evaluate(Ensemble(teachers), data.val)[1]:.2%}", flush=True)
+        trained = model
+        if teachers:
+            trained = Distilled(model, teachers, args.temperature)
+            kwargs["loss_fn"] = distillation_loss(trained, args.distill_alpha)
+        history = fit(trained, data, **kwargs, seed=seed, save_checkpoints=False, progress=False, verbose=False)
         seconds.append(time.perf_counter() - t0)
         accs.append(history.val_acc[-1])
+        if args.save_dir is not None:
+            saved_hparams = {k: v for k, v in kwargs.items() if k != "loss_fn"} | {"epochs": args.epochs}
+            if teachers:
+                saved_hparams["distilled_from"] = [str(p) for p in args.teachers]
+            args.save_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(args.save_dir / f"seed{seed}.pth", model, hparams=saved_hparams,
+                            history=history.to_dict(), mean=data.mean, std=data.std, epoch=len(history.epoch))
         print(f"  seed {seed}: validation {accs[-1]:.2%} after {len(history.epoch)} epochs, {seconds[-1]:.0f} s",
               flush=True)
         if args.recalibrate_bn:
@@ -85,7 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"| widths {options.get('widths', 'default')}, pool after {options.get('pool_after', 'default')}, "
           f"{args.epochs} epochs, {augment}, batch {args.batch_size}, max lr {args.lr}"
           f"{f', label smoothing {args.label_smoothing}' if args.label_smoothing else ''}"
-          f"{f', weight decay {args.weight_decay}' if args.weight_decay is not None else ''} | {params:,} | "
+          f"{f', weight decay {args.weight_decay}' if args.weight_decay is not None else ''}"
+          f"{', separable convs' if args.separable else ''}"
+          f"{f', distilled from {len(teachers)} teachers' if teachers else ''}"
+          f"{f' (α {args.distill_alpha}, T {args.temperature})' if teachers else ''}"
+          f" | {params:,} | "
           f"{' / '.join(f'{a:.2%}' for a in accs)} | {mean:.2%} | {statistics.mean(seconds):.0f} |", flush=True)
     if recal_accs:
         print(f"| … the same runs, BatchNorm statistics re-estimated on un-augmented training images | {params:,} | "

@@ -106,7 +106,7 @@ class RecordNet(MNISTNet):
     """
 
     def __init__(self, widths: tuple[int, ...] | list[int] = (8, 16, 16, 24, 24, 24),
-                 pool_after: tuple[int, ...] | list[int] = (0, 3)) -> None:
+                 pool_after: tuple[int, ...] | list[int] = (0, 3), separable: bool = False) -> None:
         super().__init__()
         widths, pool_after = tuple(int(w) for w in widths), tuple(int(p) for p in pool_after)
         if not widths or min(widths) < 1:
@@ -114,8 +114,13 @@ class RecordNet(MNISTNet):
         layers: list[nn.Module] = []
         channels = 1
         for i, width in enumerate(widths):
-            layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
-                       nn.BatchNorm2d(width), nn.ReLU()]
+            if separable and i > 0:  # a 3×3 filter per channel, then a 1×1 conv mixes the channels
+                layers += [nn.Conv2d(channels, channels, kernel_size=3, padding=1, groups=channels, bias=False),
+                           nn.BatchNorm2d(channels), nn.ReLU()]
+                layers += [nn.Conv2d(channels, width, kernel_size=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            else:
+                layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
+                           nn.BatchNorm2d(width), nn.ReLU()]
             if i in pool_after:
                 layers.append(nn.MaxPool2d(2))
             channels = width

@@ -483,6 +483,7 @@ def fit(
     augment: str | None = None,
     target_accuracy: float | None = None,
     label_smoothing: float = 0.0,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     recalibrate_bn: bool = False,
     seed: int = 0,
     device: str | torch.device | None = None,
@@ -509,7 +510,9 @@ def fit(
     ``checkpoint_dir`` and the last state as ``final_model_<stamp>.pth`` at the end.
     ``target_accuracy`` (a fraction, e.g. 0.99) stops at the first epoch whose validation accuracy
     reaches it. ``label_smoothing`` (in [0, 1)) trains towards targets that give that much probability
-    to the other classes, spread evenly — a guard against over-confident logits. ``recalibrate_bn``
+    to the other classes, spread evenly — a guard against over-confident logits. ``loss_fn(logits,
+    labels)`` replaces the cross-entropy for training (e.g. a distillation loss); validation still
+    scores cross-entropy, so runs stay comparable. ``recalibrate_bn``
     re-estimates BatchNorm statistics on the unaugmented training images after the last planned
     epoch, before it is scored and saved (:func:`recalibrate_batchnorm`; not after a stop at
     ``target_accuracy`` or Ctrl-C). Ctrl-C stops
@@ -525,6 +528,9 @@ def fit(
         raise ValueError(f"target_accuracy is a fraction in (0, 1], e.g. 0.99 — got {target_accuracy}")
     if not 0 <= label_smoothing < 1:
         raise ValueError(f"label_smoothing must be in [0, 1), e.g. 0.1 — got {label_smoothing}")
+    if loss_fn is not None and label_smoothing:
+        raise ValueError("give label_smoothing or loss_fn, not both: label_smoothing configures the default "
+                         "cross-entropy, which loss_fn replaces")
     dev = pick_device(device, verbose=verbose)
 
     # --- the model (and, when resuming, everything the checkpoint remembers)
@@ -574,7 +580,8 @@ def fit(
     has_val = len(data.val) > 0 if hasattr(data.val, "__len__") else True  # get_data(val_size=0) has none
 
     # --- loss, optimizer, scheduler
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    custom_loss = loss_fn is not None
+    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
     history = History(target_accuracy=target_accuracy)
     sched_state = None
@@ -609,7 +616,9 @@ def fit(
         "epochs": start_epoch + epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
         "optimizer_options": dict(optimizer_options or {}), "scheduler": scheduler,
         "scheduler_options": dict(scheduler_options or {}), "augment": augment,
-        "target_accuracy": target_accuracy, "label_smoothing": label_smoothing, "recalibrate_bn": recalibrate_bn,
+        "target_accuracy": target_accuracy, "label_smoothing": label_smoothing,
+        "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__) if custom_loss else None,
+        "recalibrate_bn": recalibrate_bn,
         "seed": seed, "subset": subset,
         "device": str(dev),
         "val_every": val_every, "train_size": getattr(data.train, "dataset_size", None),
