@@ -53,6 +53,24 @@ def test_record_model_is_small_and_maps_to_ten_logits(n: int) -> None:
         assert model(torch.randn(n, 1, 28, 28)).shape == (n, 10)
 
 
+def test_separable_record_net_spends_its_parameters_on_width() -> None:
+    """``separable=True``: after the first conv, a 3×3 filter per channel then a 1×1 mix — 9·c + c·w weights."""
+    widths = (16, 32, 32, 48, 64, 64, 64)
+    model = get_model("record", widths=widths, pool_after=(0, 3), separable=True)
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 1 + 2 * (len(widths) - 1)
+    assert convs[0].groups == 1 and all(c.groups == c.in_channels for c in convs[1::2])
+    assert all(c.kernel_size == (1, 1) for c in convs[2::2])
+    weights = 9 * widths[0] + sum(9 * c + c * w for c, w in zip(widths, widths[1:], strict=False))
+    batchnorm = 2 * (widths[0] + sum(c + w for c, w in zip(widths, widths[1:], strict=False)))
+    assert count_parameters(model) == weights + batchnorm + 64 * 10 + 10 == 18_586
+    assert count_parameters(model) < 20_000
+    model.eval()
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    plain = get_model("record", widths=widths, pool_after=(0, 3))
+    assert count_parameters(plain) > 5 * count_parameters(model)  # the same widths with full 3×3 convs
+
+
 @pytest.mark.parametrize("options", [{}, {"c1": 16, "c2": 32, "hidden": 128}, {"kernel2": 3}])
 def test_classic_bn_shapes(options: dict) -> None:
     model = get_model("classic-bn", **options)
@@ -184,16 +202,23 @@ def test_benchmark_record_refit_on_all_images_has_no_validation_column(data_root
     assert "Test accuracy over seeds 0, 1" in proc.stdout
 
 
-def test_record_search_reports_validation_and_never_reads_the_test_set(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``benchmarks/record_search.py`` prints one validation row per variant; touching the test split fails."""
-    import dataclasses
+def _record_search() -> object:
+    """benchmarks/record_search.py as a module (it is a script, not part of the package)."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("record_search", REPO / "benchmarks" / "record_search.py")
     search = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(search)
+    return search
+
+
+def test_record_search_reports_validation_and_never_reads_the_test_set(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``benchmarks/record_search.py`` prints one validation row per variant; touching the test split fails."""
+    import dataclasses
+
+    search = _record_search()
 
     class Forbidden:
         def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -222,3 +247,47 @@ def test_record_search_reports_validation_and_never_reads_the_test_set(
     assert "weight decay 0.001" in row
     assert [call["optimizer_options"]["weight_decay"] for call in fit_calls] == [1e-3, 1e-3]
     assert FAST_RECIPES["record"].optimizer_options["weight_decay"] == 5e-4  # the recipe itself untouched
+
+
+def test_distillation_loss_is_cross_entropy_when_student_agrees_with_teachers() -> None:
+    """With the teachers' soft targets equal to the student's own, the KL term is 0: only (1 − α)·CE is left."""
+    search = _record_search()
+    student = get_model("record", widths=(4, 8), pool_after=(0,)).eval()
+    wrapped = search.Distilled(student, [student], temperature=4.0)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    wrapped.train()
+    student.eval()  # so the student's forward matches the teacher's exactly
+    logits = wrapped(x)
+    assert torch.allclose(wrapped.soft_targets, torch.softmax(logits / 4.0, dim=1), atol=1e-6)
+    loss = search.distillation_loss(wrapped, alpha=0.3)(logits, y)
+    assert torch.allclose(loss, 0.7 * nn.functional.cross_entropy(logits, y), atol=1e-6)
+    wrapped.soft_targets = torch.full_like(wrapped.soft_targets, 0.1)  # teachers that shrug: KL > 0
+    assert search.distillation_loss(wrapped, alpha=0.3)(logits, y) > loss
+
+
+def test_record_search_saves_runs_and_distils_from_them(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--save-dir`` writes loadable checkpoints; ``--teachers`` trains a student from them, teachers untouched,
+    and with ``--distill-alpha 0`` the student's run is the plain run to the image."""
+    from mnistlib.checkpoints import load_checkpoint
+
+    monkeypatch.setenv("MNISTLIB_DATA", str(data_root))
+    search = _record_search()
+    small = ["--subset", "256", "--epochs", "1", "--widths", "4", "8", "--pool-after", "0", "--seeds", "0"]
+    search.main([*small, "--save-dir", str(tmp_path)])
+    plain_row = capsys.readouterr().out.strip().splitlines()[-1]
+    teacher = load_checkpoint(tmp_path / "seed0.pth")
+    assert teacher.options == {"widths": [4, 8], "pool_after": [0]} and teacher.epoch == 1
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+
+    monkeypatch.setattr(search, "load_checkpoint", lambda path: teacher)
+    search.main([*small, "--teachers", str(tmp_path / "seed0.pth"), "--distill-alpha", "0"])
+    out = capsys.readouterr().out
+    assert "the 1 teachers' averaged prediction: validation" in out
+    row = out.strip().splitlines()[-1]
+    assert "distilled from 1 teachers (α 0.0, T 4.0)" in row
+    assert row.split("|")[3] == plain_row.split("|")[3]  # same validation accuracy: α = 0 is the plain run
+    search.main([*small, "--teachers", str(tmp_path / "seed0.pth")])
+    assert all(torch.equal(before[k], v) for k, v in teacher.model.state_dict().items())
+    assert not teacher.model.training

@@ -91,6 +91,27 @@ def test_label_smoothing_changes_the_loss_and_is_recorded(tiny: DataBundle) -> N
             fit("classic", tiny, epochs=1, label_smoothing=bad, **QUIET)
 
 
+def test_a_custom_loss_replaces_cross_entropy_for_training_only(tiny: DataBundle) -> None:
+    """``loss_fn`` is what training minimises; validation still reports cross-entropy, and the run records it."""
+    calls = []
+
+    def halved_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        calls.append(len(labels))
+        return 0.5 * torch.nn.functional.cross_entropy(logits, labels)
+
+    same = fit("classic", tiny, epochs=1, seed=7, loss_fn=torch.nn.functional.cross_entropy, save_checkpoints=False,
+               **QUIET)
+    plain = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
+    assert same.to_dict() | {"seconds": 0} == plain.to_dict() | {"seconds": 0}  # the default, given by hand
+    model = get_model("classic")
+    halved = fit(model, tiny, epochs=1, seed=7, loss_fn=halved_cross_entropy, model_name="classic", **QUIET)
+    assert sum(calls) == 512  # one call per training batch, never on validation
+    assert halved.val_loss[0] == pytest.approx(training.evaluate(model, tiny.val)[0])
+    assert load_checkpoint(halved.final_path).hparams["loss_fn"] == "halved_cross_entropy"
+    with pytest.raises(ValueError, match="label_smoothing or loss_fn"):
+        fit("classic", tiny, epochs=1, label_smoothing=0.1, loss_fn=halved_cross_entropy, **QUIET)
+
+
 def test_training_without_a_validation_split(data_root: Path) -> None:
     data = get_data(batch_size=64, subset=256, val_size=0, seed=0, root=data_root)
     assert len(data.val) == 0
