@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +72,22 @@ def distillation_loss(model: Distilled, alpha: float):
         return (1 - alpha) * hard + alpha * soft
 
     return loss
+
+
+def report_teachers(teachers: list[nn.Module], val: Iterable) -> None:
+    """Print the teachers' averaged validation accuracy, and how many validation images all of them get wrong.
+
+    An ensemble can only pass on what its members disagree about: images every teacher misreads
+    are beyond what distillation from them can fix.
+    """
+    wrong = []
+    with torch.no_grad():
+        for x, y in val:
+            wrong.append(torch.stack([t.eval()(x).argmax(dim=1) != y for t in teachers]))
+    wrong_by, together = torch.cat(wrong, dim=1), evaluate(Ensemble(teachers), val)[1]
+    print(f"  the {len(teachers)} teachers' averaged prediction: validation {together:.2%}; "
+          f"validation errors per teacher {' / '.join(str(int(n)) for n in wrong_by.sum(dim=1))}, "
+          f"{int(wrong_by.all(dim=0).sum())} of them made by every teacher", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,8 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         params = count_parameters(model)
         t0 = time.perf_counter()
         if teachers and seed == args.seeds[0]:
-            print(f"  the {len(teachers)} teachers' averaged prediction: validation "
-                  f"{evaluate(Ensemble(teachers), data.val)[1]:.2%}", flush=True)
+            report_teachers(teachers, data.val)
         trained = model
         if teachers:
             trained = Distilled(model, teachers, args.temperature)

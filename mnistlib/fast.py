@@ -103,6 +103,8 @@ class RecordNet(MNISTNet):
     28×28; 16, 16 and 24 at 14×14; 24 and 24 at 7×7 — has 17,826 parameters and runs only one
     conv at full resolution, where a conv costs 4× more. The classifier averages each final map
     to one number (global average pooling) and maps those to 10 logits: no big fully connected layer.
+    ``separable=True`` makes every conv after the first depthwise-separable (a 3×3 filter per channel,
+    then a 1×1 conv across channels): about 9× fewer weights per conv, so wider nets fit the budget.
     """
 
     def __init__(self, widths: tuple[int, ...] | list[int] = (8, 16, 16, 24, 24, 24),

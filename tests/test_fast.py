@@ -284,7 +284,7 @@ def test_record_search_saves_runs_and_distils_from_them(
     monkeypatch.setattr(search, "load_checkpoint", lambda path: teacher)
     search.main([*small, "--teachers", str(tmp_path / "seed0.pth"), "--distill-alpha", "0"])
     out = capsys.readouterr().out
-    assert "the 1 teachers' averaged prediction: validation" in out
+    assert "the 1 teachers' averaged prediction: validation" in out and "made by every teacher" in out
     row = out.strip().splitlines()[-1]
     assert "distilled from 1 teachers (α 0.0, T 4.0)" in row
     assert row.split("|")[3] == plain_row.split("|")[3]  # same validation accuracy: α = 0 is the plain run
