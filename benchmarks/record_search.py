@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="every conv after the first: a depthwise 3×3 then a 1×1 conv (RecordNet(separable=True))")
     parser.add_argument("--teachers", type=Path, nargs="+", default=None,
                         help="distil from these checkpoints (e.g. --save-dir output): their averaged soft predictions")
+    parser.add_argument("--only-report-teachers", action="store_true",
+                        help="print the --teachers' validation figures and stop: no training")
     parser.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teachers' term in the loss")
     parser.add_argument("--temperature", type=float, default=4.0, help="softmax temperature for distillation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -142,15 +144,20 @@ def main(argv: list[str] | None = None) -> None:
     kwargs.pop("augment", None)
     kwargs.pop("batch_size", None)
 
+    if args.only_report_teachers:
+        if not teachers:
+            parser.error("--only-report-teachers needs --teachers")
+        report_teachers(teachers, get_data(args.batch_size, "none").val)
+        return
     accs, recal_accs, seconds, params = [], [], [], 0
     for seed in args.seeds:
         data = get_data(args.batch_size, augment, subset=args.subset, seed=seed)
         torch.manual_seed(seed)
         model = get_model(record.model, **options)
         params = count_parameters(model)
-        t0 = time.perf_counter()
         if teachers and seed == args.seeds[0]:
             report_teachers(teachers, data.val)
+        t0 = time.perf_counter()
         trained = model
         if teachers:
             trained = Distilled(model, teachers, args.temperature)

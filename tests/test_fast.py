@@ -291,3 +291,9 @@ def test_record_search_saves_runs_and_distils_from_them(
     search.main([*small, "--teachers", str(tmp_path / "seed0.pth")])
     assert all(torch.equal(before[k], v) for k, v in teacher.model.state_dict().items())
     assert not teacher.model.training
+    capsys.readouterr()
+    search.main(["--teachers", str(tmp_path / "seed0.pth"), "--only-report-teachers"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "made by every teacher" in out[0]  # the report, and no training run
+    with pytest.raises(SystemExit):
+        search.main(["--only-report-teachers"])
