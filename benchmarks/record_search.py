@@ -28,17 +28,6 @@ from mnistlib.models import count_parameters, get_model
 from mnistlib.training import evaluate, fit, recalibrate_batchnorm
 
 
-class Ensemble(nn.Module):
-    """Several trained models as one: the log of their averaged probabilities (to score them together)."""
-
-    def __init__(self, models: list[nn.Module]) -> None:
-        super().__init__()
-        self._models = [m.eval() for m in models]  # a plain list: not parameters of this module
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([F.softmax(m(x), dim=1) for m in self._models]).mean(dim=0).log()
-
-
 class Distilled(nn.Module):
     """The student; in training mode it also runs its frozen teachers on the same (augmented) batch.
 
@@ -80,12 +69,15 @@ def report_teachers(teachers: list[nn.Module], val: Iterable) -> None:
     An ensemble can only pass on what its members disagree about: images every teacher misreads
     are beyond what distillation from them can fix.
     """
-    wrong = []
+    wrong, voted_right, seen = [], 0, 0
     with torch.no_grad():
         for x, y in val:
-            wrong.append(torch.stack([t.eval()(x).argmax(dim=1) != y for t in teachers]))
-    wrong_by, together = torch.cat(wrong, dim=1), evaluate(Ensemble(teachers), val)[1]
-    print(f"  the {len(teachers)} teachers' averaged prediction: validation {together:.2%}; "
+            probs = torch.stack([F.softmax(t.eval()(x), dim=1) for t in teachers])  # [teacher, image, class]
+            wrong.append(probs.argmax(dim=2) != y)
+            voted_right += int((probs.mean(dim=0).argmax(dim=1) == y).sum())
+            seen += len(y)
+    wrong_by = torch.cat(wrong, dim=1)
+    print(f"  the {len(teachers)} teachers' averaged prediction: validation {voted_right / seen:.2%}; "
           f"validation errors per teacher {' / '.join(str(int(n)) for n in wrong_by.sum(dim=1))}, "
           f"{int(wrong_by.all(dim=0).sum())} of them made by every teacher", flush=True)
 

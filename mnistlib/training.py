@@ -580,8 +580,7 @@ def fit(
     has_val = len(data.val) > 0 if hasattr(data.val, "__len__") else True  # get_data(val_size=0) has none
 
     # --- loss, optimizer, scheduler
-    custom_loss = loss_fn is not None
-    loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    criterion = loss_fn if loss_fn is not None else nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     opt = make_optimizer(optimizer, model.parameters(), lr, **(optimizer_options or {}))
     history = History(target_accuracy=target_accuracy)
     sched_state = None
@@ -617,7 +616,7 @@ def fit(
         "optimizer_options": dict(optimizer_options or {}), "scheduler": scheduler,
         "scheduler_options": dict(scheduler_options or {}), "augment": augment,
         "target_accuracy": target_accuracy, "label_smoothing": label_smoothing,
-        "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__) if custom_loss else None,
+        "loss_fn": getattr(loss_fn, "__name__", type(loss_fn).__name__) if loss_fn is not None else None,
         "recalibrate_bn": recalibrate_bn,
         "seed": seed, "subset": subset,
         "device": str(dev),
@@ -659,7 +658,7 @@ def fit(
                         if stop.requested:
                             raise KeyboardInterrupt
 
-                    train_loss, train_acc = train_one_epoch(model, bar, opt, loss_fn, dev,
+                    train_loss, train_acc = train_one_epoch(model, bar, opt, criterion, dev,
                                                             sched if when == "batch" else None, batch_done)
                 if recalibrate_bn and epoch == last:
                     recalibrate_batchnorm(model, data.train.without_augmentation())
