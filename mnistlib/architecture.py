@@ -28,12 +28,13 @@ import copy
 import io
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from mnistlib.devices import eval_mode, model_device
 from mnistlib.models import count_parameters, get_model, list_models
 
 __all__ = [
@@ -130,28 +131,9 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return leaves or [(type(model).__name__, model)]
 
 
-def _device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a model with neither)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Switch every sub-module to eval mode, then restore each one's own mode."""
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
 def _blank(model: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
     """A batch of one all-zero image on the model's device."""
-    return torch.zeros(1, *input_size, device=_device(model))
+    return torch.zeros(1, *input_size, device=model_device(model))
 
 
 def trace_layers(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) -> list[LayerInfo]:

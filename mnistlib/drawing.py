@@ -32,6 +32,8 @@ from ipycanvas import Canvas, hold_canvas
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 from torch import nn
 
+from .devices import model_device
+
 __all__ = [
     "DigitPad",
     "DrawingError",
@@ -441,17 +443,10 @@ def resolve_model(
     return LoadedModel(model, float(mean), float(std), description, trained_now)
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
 def classify(image28: np.ndarray, model: nn.Module, mean: float, std: float) -> Prediction:
     """Run a prepared 28×28 image (ink = 1, from ``prepare_digit``/``naive_28``) through a model."""
     x = (torch.as_tensor(image28, dtype=torch.float32) - mean) / std
-    x = x.reshape(1, 1, FRAME, FRAME).to(_device_of(model))
+    x = x.reshape(1, 1, FRAME, FRAME).to(model_device(model))
     model.eval()
     with torch.inference_mode():
         logits = model(x).float().reshape(-1)

@@ -28,6 +28,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import nn
 
+from .devices import eval_mode
 from .plots import image_grid
 
 __all__ = [
@@ -86,17 +87,6 @@ class Predictions:
         return self.probs.gather(1, self.preds.unsqueeze(1)).squeeze(1)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, restoring its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def predict_all(
     model: nn.Module,
     loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -109,7 +99,7 @@ def predict_all(
     device = torch.device(device)
     model.to(device)
     probs, labels, images = [], [], []
-    with _eval_mode(model), torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for x, y in loader:
             logits = model(x.to(device))
             probs.append(torch.softmax(logits.float(), dim=1).cpu())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .architecture import eval_mode as _eval_mode
+from .devices import eval_mode, model_device
 
 __all__ = [
     "LayerNotFoundError",
@@ -82,12 +82,6 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-def _device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-free model)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
 def _as_batch(x: torch.Tensor) -> torch.Tensor:
     """``[H, W]``, ``[C, H, W]`` or ``[N, C, H, W]`` → a float ``[N, C, H, W]`` batch."""
     if x.dim() == 2:
@@ -119,8 +113,8 @@ def capture(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> d
     try:
         for name, module in modules.items():
             handles.append(module.register_forward_hook(make_hook(name)))
-        with _eval_mode(model), torch.no_grad():
-            model(_as_batch(x).to(_device(model)))
+        with eval_mode(model), torch.no_grad():
+            model(_as_batch(x).to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -183,9 +177,9 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tup
 
     handle = last.register_forward_pre_hook(pre_hook)
     try:
-        device = _device(model)
+        device = model_device(model)
         x = _as_batch(images)
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for i in range(0, len(x), batch_size):
                 logits.append(model(x[i : i + batch_size].to(device)).cpu())
     finally:
@@ -265,8 +259,8 @@ def _target(model: nn.Module, x: torch.Tensor, target: int | None) -> int:
     """``target`` if given, else the model's predicted class for ``x``."""
     if target is not None:
         return int(target)
-    with _eval_mode(model), torch.no_grad():
-        return int(model(x.to(_device(model))).argmax(dim=1)[0])
+    with eval_mode(model), torch.no_grad():
+        return int(model(x.to(model_device(model))).argmax(dim=1)[0])
 
 
 def occlusion_map(
@@ -301,9 +295,9 @@ def occlusion_map(
     batch = img.repeat(len(positions) + 1, 1, 1, 1)  # row 0 stays unoccluded
     for i, (r, c) in enumerate(positions, start=1):
         batch[i, :, r : r + patch, c : c + patch] = fill
-    device = _device(model)
+    device = model_device(model)
     probs = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for i in range(0, len(batch), batch_size):
             out = model(batch[i : i + batch_size].to(device))
             probs.append(out.softmax(dim=1)[:, tgt].double().cpu())
@@ -328,8 +322,8 @@ def gradient_x_input(
     img = _single(x)
     base = float(img.min()) if background is None else float(background)
     tgt = _target(model, img, target)
-    img = img.to(_device(model)).clone().requires_grad_(True)
-    with _eval_mode(model), torch.enable_grad():
+    img = img.to(model_device(model)).clone().requires_grad_(True)
+    with eval_mode(model), torch.enable_grad():
         score = model(img)[0, tgt]
         (grad,) = torch.autograd.grad(score, img)
     return (grad * (img.detach() - base)).sum(dim=1)[0].cpu()
@@ -533,8 +527,8 @@ class FeatureMapExplorer:
         name = self.layer.value
         maps = capture(self.model, x, name)[name]
         self.last_shape = tuple(maps.shape[1:])
-        with _eval_mode(self.model), torch.no_grad():
-            pred = int(self.model(x.to(_device(self.model))).argmax(1)[0])
+        with eval_mode(self.model), torch.no_grad():
+            pred = int(self.model(x.to(model_device(self.model))).argmax(1)[0])
         what = "your image" if custom else f"test image {self.index.value}"
         if not custom and self.labels is not None:
             what += f" (label {int(self.labels[self.index.value])})"

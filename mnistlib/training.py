@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -38,6 +37,7 @@ from .checkpoints import (
     save_checkpoint,
 )
 from .data import DataBundle, get_data
+from .devices import model_device, pick_device, seed_everything
 from .models import get_model
 
 __all__ = [
@@ -145,36 +145,6 @@ class History:
 # --------------------------------------------------------------------------- device and seeds
 
 
-def pick_device(preference: str | torch.device | None = None, verbose: bool = True) -> torch.device:
-    """CUDA if available, else Apple MPS, else CPU — or the device asked for; prints the choice."""
-    if preference is not None and str(preference) != "auto":
-        device = torch.device(preference)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU here")
-        if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' was asked for, but Apple MPS is not available here")
-        reason = "as asked"
-    elif torch.cuda.is_available():
-        device, reason = torch.device("cuda"), f"GPU: {torch.cuda.get_device_name(0)}"
-    elif hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
-        device, reason = torch.device("mps"), "Apple GPU"
-    else:
-        device, reason = torch.device("cpu"), "no GPU found"
-    if verbose:
-        print(f"Using device: {device} ({reason})")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's (if present) and PyTorch's random generators (CPU and GPU)."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed % 2**32)
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
 
 
 # --------------------------------------------------------------------------- optimizer, scheduler
@@ -256,16 +226,12 @@ def train_one_epoch(
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next((p.device for p in model.parameters()), torch.device("cpu"))
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module, loader: Iterable, device: torch.device | str | None = None, loss_fn: Callable | None = None
 ) -> tuple[float, float]:
     """Mean loss and accuracy of ``model`` on ``loader``, in eval mode and without gradients."""
-    device = device or _model_device(model)
+    device = device or model_device(model)
     loss_fn = loss_fn or nn.CrossEntropyLoss(reduction="sum")
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
@@ -286,7 +252,7 @@ def predict(
     model: nn.Module, loader: Iterable, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels for a whole loader, as two int64 CPU tensors."""
-    device = device or _model_device(model)
+    device = device or model_device(model)
     model.eval()
     preds, trues = [], []
     for x, y in loader:
@@ -310,7 +276,7 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable) -> nn.Module:
     The weights are untouched. Wraps :func:`torch.optim.swa_utils.update_bn`; returns ``model``.
     """
     _require_batchnorm(model)
-    device = _model_device(model)
+    device = model_device(model)
     torch.optim.swa_utils.update_bn(((x.to(device), y) for x, y in loader), model)
     return model
 
@@ -441,7 +407,7 @@ def plot_predictions(
     from .plots import image_grid
 
     net = model.model if isinstance(model, Checkpoint) else model
-    device = device or _model_device(net)
+    device = device or model_device(net)
     net.eval()
     xs, ys = [], []
     for x, y in loader:
