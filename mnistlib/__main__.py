@@ -12,12 +12,11 @@ Bad arguments or files end with exit code 2 and a one-line message, never a trac
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import torch
 
 from .config import CHECKPOINTS_ENV, DATA_ENV, data_root
 
@@ -40,29 +39,55 @@ def _data_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_option(text: str) -> tuple[str, object]:
-    """``hidden=128`` → ("hidden", 128): values are read as int, then float, else kept as text."""
+def _parse_option(text: str) -> tuple[str, str]:
+    """``hidden=128`` → ("hidden", "128"); the value is converted once the model is known (:func:`_typed_options`)."""
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    for kind in (int, float):
-        try:
-            return key, kind(value)
-        except ValueError:
-            pass
     return key, value
 
 
+def _convert(name: str, key: str, text: str, default: object) -> object:
+    """``text`` as the type of the model option's default: bool, int, float, a tuple of ints, or text."""
+    truth = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    try:
+        if isinstance(default, bool):
+            return truth[text.strip().lower()]
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if isinstance(default, (tuple, list)):
+            return tuple(int(v) for v in text.replace(",", " ").split())
+    except (KeyError, ValueError):
+        kind = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
+        raise CLIError(f"--option {key}={text}: model {name!r} expects {kind} (default {default!r})") from None
+    return text
+
+
+def _typed_options(name: str, given: list[tuple[str, str]]) -> dict:
+    """The ``--option`` values of model ``name``, each converted to the type of its default."""
+    from .models import model_options
+
+    accepted = model_options(name)
+    unknown = sorted({k for k, _ in given} - set(accepted))
+    if unknown:
+        takes = ", ".join(f"{k}={v!r}" for k, v in accepted.items()) or "no options"
+        raise CLIError(f"model {name!r} does not take option(s) {', '.join(unknown)}; it takes: {takes}")
+    return {k: _convert(name, k, v, accepted[k]) for k, v in given}
+
+
 def _fraction(text: str) -> float:
-    """A target accuracy as a fraction: ``0.99`` or ``99`` (percent) both mean 99%."""
+    """A target accuracy: ``0.99`` (a fraction), ``99%`` or ``99`` (percent) all mean 99%."""
     try:
         value = float(text.rstrip("%"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if 1 < value <= 100:
+    if text.endswith("%") or value > 1:
         value /= 100
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"target accuracy must be in (0, 1] or (1, 100] percent, got {text}")
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"target accuracy must be a fraction in (0, 1] or a percentage in (0, 100], "
+                                         f"got {text}")
     return value
 
 
@@ -76,7 +101,17 @@ def _positive(text: str) -> int:
     return value
 
 
-def _load(path: str, device: str | torch.device = "cpu") -> Checkpoint:
+def _learning_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 10):
+        raise argparse.ArgumentTypeError(f"the learning rate must be a number in (0, 10], got {text}")
+    return value
+
+
+def _load(path: str, device: object = "cpu") -> Checkpoint:
     """Load a checkpoint, turning any problem with the file into a one-line :class:`CLIError`."""
     from .checkpoints import CheckpointError, load_checkpoint
 
@@ -86,87 +121,110 @@ def _load(path: str, device: str | torch.device = "cpu") -> Checkpoint:
         raise CLIError(str(exc)) from None
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .config import checkpoint_dir, quick_mode
-    from .data import MNISTNotFoundError
-    from .recipes import get_recipe
-    from .training import fit, plot_history, plot_predictions, save_figure
+def _writable_folder(path: str | None, what: str) -> Path | None:
+    """``path`` as a folder that exists or can be made; a file there is refused before any training."""
+    if path is None:
+        return None
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"{what} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{what} {folder}: cannot create it ({exc.strerror})") from None
+    return folder
 
-    settings: dict = {"epochs": 10, "batch_size": 128, "lr": 1e-3, "optimizer": "adam", "scheduler": "none",
-                      "scheduler_options": {}, "augment": "none", "target_accuracy": None, "seed": 0,
-                      "subset": None}
+
+def _train_settings(args: argparse.Namespace) -> tuple[object, dict]:
+    """The recipe to train and the overrides for :func:`mnistlib.recipes.train`, from the arguments."""
+    from .config import quick_mode
+    from .recipes import Recipe, get_recipe
+
     if not (args.model or args.recipe or args.resume):
         raise CLIError("train needs --model NAME, --recipe NAME or --resume CHECKPOINT")
-    model_name, model_options, resume = args.model, dict(args.option or []), None
-    if args.resume:
-        resume = _load(args.resume)
-        settings.update({k: v for k, v in resume.hparams.items() if k in settings})
-        left = int(resume.hparams.get("epochs") or 0) - resume.epoch
-        if left < 1 and args.epochs is None:
-            raise CLIError(f"{Path(args.resume).name} finished its {resume.epoch} epochs: pass --epochs N to train "
-                           "N more")
-        settings["epochs"] = max(left, 1)
-        model_name = resume.name
-    elif args.recipe:
-        recipe = get_recipe(args.recipe)
-        settings.update(recipe.fit_kwargs())
-        model_name = args.model or recipe.model
-        model_options = {**recipe.model_options, **model_options}
-        print(f"Recipe: {recipe.title} — {model_name}, {recipe.epochs} epochs (claimed: {recipe.claimed_accuracy})")
-    if quick_mode() and args.epochs is None and args.subset is None:
-        settings.update(epochs=1, subset=5_000)
-        print("MNISTLIB_QUICK is set: 1 epoch on 5,000 training images (pass --epochs/--subset to change)")
     given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
              "scheduler": args.scheduler, "augment": args.augment, "target_accuracy": args.target_accuracy,
              "seed": args.seed, "subset": args.subset}
-    if args.scheduler is not None and args.scheduler != settings["scheduler"]:
-        settings["scheduler_options"] = {}  # the recipe's options belong to its own scheduler
-    settings.update({k: v for k, v in given.items() if v is not None})
-    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoint_dir()
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if args.scheduler is not None:
+        overrides["scheduler_options"] = {}  # a recipe's options belong to its own scheduler
+    if args.resume:
+        if args.model or args.option:
+            raise CLIError("--model and --option cannot change a resumed run: its model is rebuilt from the checkpoint")
+        ckpt = _load(args.resume)
+        if args.epochs is None and int(ckpt.hparams.get("epochs") or 0) <= ckpt.epoch:
+            raise CLIError(f"{Path(args.resume).name} finished its {ckpt.epoch} epochs: "
+                           "pass --epochs N to train N more")
+        return None, overrides | {"resume": ckpt}
+    recipe = get_recipe(args.recipe) if args.recipe else Recipe("custom", f"a {args.model} run", args.model)
+    name = args.model or recipe.model
+    options = {**recipe.model_options, **_typed_options(name, args.option or [])}
+    if quick_mode() and args.epochs is None and args.subset is None:
+        overrides |= {"epochs": 1, "subset": 5_000}
+        print("MNISTLIB_QUICK is set: 1 epoch on 5,000 training images (pass --epochs/--subset to change)")
+    if args.recipe:
+        print(f"Recipe: {recipe.title} — {name}, {overrides.get('epochs', recipe.epochs)} epochs "
+              f"(claimed: {recipe.claimed_accuracy})")
+    return recipe, overrides | {"model": name, "model_options": options}
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .callbacks import TrainingDiverged
+    from .checkpoints import CheckpointError
+    from .data import MNISTNotFoundError
+    from .recipes import train
+
+    recipe, overrides = _train_settings(args)
+    folder = _writable_folder(args.checkpoint_dir, "--checkpoint-dir")
+    figures = _writable_folder(args.figures, "--figures")
+    if args.target_accuracy is not None:
+        print(f"target validation accuracy: {args.target_accuracy:.2%}")
     try:
-        history = fit(
-            resume.model if resume is not None else model_name,
-            model_options=model_options or None,
-            device=args.device,
-            checkpoint_dir=folder,
-            resume=resume,
-            live_plot=False,
-            progress=not args.quiet,
-            **settings,
-        )
-    except MNISTNotFoundError as exc:
-        raise CLIError(str(exc).splitlines()[0]) from None
-    except (TypeError, ValueError) as exc:  # a model option it does not take, a bad device…
-        raise CLIError(str(exc)) from None
-    if history.best_path:
-        print(f"best checkpoint:  {history.best_path}")
-    if history.final_path:
-        print(f"final checkpoint: {history.final_path}")
+        run = train(recipe, device=args.device, checkpoint_dir=folder, verbose=not args.quiet, **overrides)
+    except (MNISTNotFoundError, CheckpointError, TrainingDiverged) as exc:
+        raise CLIError(" ".join(str(exc).split())) from None
+    except (TypeError, ValueError) as exc:  # a bad option value or device, a subset too large…
+        raise CLIError(" ".join(str(exc).split())) from None
+    except (RuntimeError, MemoryError) as exc:  # e.g. options that make a model too large to allocate
+        raise CLIError(f"training failed: {' '.join(str(exc).split())[:300]}") from None
+    history = run.history
+    if args.quiet:
+        for kind, path in (("best", history.best_path), ("final", history.final_path)):
+            if path is not None:
+                print(f"{kind} checkpoint: {path}")
     chosen = history.best_path or history.final_path
-    if not args.no_figures and len(history) and chosen:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        from .data import get_data
-
-        figures = Path(args.figures) if args.figures else folder
-        fig = plot_history(history)
-        print(f"wrote {save_figure(fig, figures / 'training_history.png')}")
-        plt.close(fig)
-        best = _load(str(chosen))
-        test = get_data(batch_size=128).test
-        fig = plot_predictions(best, test, n=20)
-        print(f"wrote {save_figure(fig, figures / 'predictions.png')}")
-        plt.close(fig)
+    if not args.no_figures and chosen:
+        _write_figures(history, chosen, figures or chosen.parent)
     return 130 if history.interrupted else 0
 
 
+def _write_figures(history: object, checkpoint: Path, folder: Path) -> None:
+    """``training_history.png`` and ``predictions.png`` (the best checkpoint on the first test images)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .data import get_data
+    from .evaluation import plot_predictions, predict_all
+    from .plots import plot_history, save_figure
+
+    fig = plot_history(history)
+    print(f"wrote {save_figure(fig, folder / 'training_history.png')}")
+    plt.close(fig)
+    best = _load(str(checkpoint))
+    first = get_data(batch_size=20, eval_batch_size=20).test
+    fig = plot_predictions(predict_all(best.model, [next(iter(first))]), n=20)
+    print(f"wrote {save_figure(fig, folder / 'predictions.png')}")
+    plt.close(fig)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from . import evaluation as ev
     from .data import MNISTNotFoundError, TensorLoader, mnist_tensors
-    from .training import pick_device
+    from .devices import pick_device
 
     try:
         device = pick_device(args.device or "cpu", verbose=False)
@@ -176,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     try:
         images, labels = mnist_tensors(train=False)
     except MNISTNotFoundError as exc:
-        raise CLIError(str(exc).splitlines()[0]) from None
+        raise CLIError(" ".join(str(exc).split())) from None
     loader = TensorLoader(images, labels, args.batch_size, shuffle=False, mean=ckpt.mean, std=ckpt.std,
                           device=device)
     result = ev.predict_all(ckpt.model, loader, device=device, keep_images=False)
@@ -217,8 +275,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from .data import list_augmentations
     from .models import list_models
-    from .recipes import SEED_RECIPES
-    from .training import OPTIMIZERS, SCHEDULERS
+    from .recipes import OPTIMIZERS, RECIPES, SCHEDULERS
 
     tr = sub.add_parser(
         "train",
@@ -230,14 +287,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = tr.add_mutually_exclusive_group()
-    what.add_argument("--recipe", choices=list(SEED_RECIPES), help="a seed project's model and hyperparameters")
+    what.add_argument("--recipe", choices=list(RECIPES), help="a seed project's model and hyperparameters")
     what.add_argument("--resume", metavar="CHECKPOINT", help="continue training from a checkpoint")
     tr.add_argument("--model", choices=list_models(), help="registry model (required without --recipe/--resume)")
     tr.add_argument("--option", metavar="KEY=VALUE", type=_parse_option, action="append",
                     help="model option, e.g. hidden=128 (repeatable)")
     tr.add_argument("--epochs", type=_positive, help="epochs to train [10; 1 under MNISTLIB_QUICK]")
     tr.add_argument("--batch-size", type=_positive, help="training batch size [128]")
-    tr.add_argument("--lr", type=float, help="learning rate (max_lr for onecycle) [1e-3]")
+    tr.add_argument("--lr", type=_learning_rate, help="learning rate (max_lr for onecycle) [1e-3]")
     tr.add_argument("--optimizer", choices=OPTIMIZERS, help="optimizer [adam]; sgd uses momentum 0.9")
     tr.add_argument("--scheduler", choices=SCHEDULERS, help="learning-rate schedule [none]")
     tr.add_argument("--augment", choices=list_augmentations(), help="training augmentation [none]")
@@ -294,10 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the CLI; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
     try:
+        args = build_parser().parse_args(argv)  # imports torch: Ctrl-C may come here already
         return args.func(args)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,12 +10,15 @@ write never leaves a half-written checkpoint behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
 import re
+import signal
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -334,3 +337,79 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         created=str(data.get("created", "")),
         extra=dict(data.get("extra") or {}),
     )
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Within the block Ctrl-C (SIGINT) and SIGTERM wait: they are delivered when it ends.
+
+    Wrapped around a checkpoint write, so an interrupt can never cost the file being written.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
+def find_checkpoint(tag: str, folder: str | Path | None = None, kind: str = "best") -> Path | None:
+    """The newest ``kind`` checkpoint of the run tagged ``tag`` (e.g. ``"lesson-03"``), or None.
+
+    The tag is what the run recorded, read from inside each file, so a checkpoint of another run
+    never stands in for it, whatever its date. Unreadable files are skipped.
+    """
+    for path in reversed(list_checkpoints(kind, folder)):
+        try:
+            hparams = _read(path, "cpu").get("hparams") or {}
+        except CheckpointError:
+            continue
+        if isinstance(hparams, dict) and hparams.get("tag") == tag:
+            return path
+    return None
+
+
+def load_or_train(path: str | Path | None = None, *, tag: str = "lesson-03", folder: str | Path | None = None,
+                  device: str | torch.device = "cpu", verbose: bool = True) -> Checkpoint:
+    """The model a lesson should use: the checkpoint at ``path`` if given, else the best checkpoint of the
+    run tagged ``tag`` (lesson 03's main run by default), else the quick model — trained now if needed.
+
+    Prints which checkpoint it loaded and why. The quick recipe (:data:`mnistlib.recipes.RECIPES`
+    ``["quick"]``) takes a couple of minutes on a laptop CPU; under ``MNISTLIB_QUICK`` one epoch on
+    20,000 images, on one thread, so the weights are the same on every machine.
+    """
+    if path is not None:
+        ckpt, why = load_checkpoint(path, device), "as asked"
+    elif (found := find_checkpoint(tag, folder)) is not None:
+        ckpt, why = load_checkpoint(found, device), f"the best checkpoint of the run tagged {tag!r}"
+    elif (found := find_checkpoint("quick", folder)) is not None:
+        ckpt, why = load_checkpoint(found, device), f"no run tagged {tag!r} yet: the quick model trained earlier"
+    else:
+        ckpt, why = load_checkpoint(_train_quick(folder, verbose), device), f"no run tagged {tag!r}: trained now"
+    if verbose:
+        acc = ckpt.best_val_acc
+        print(f"Using {ckpt.path.name} — {ckpt.name}, epoch {ckpt.epoch}"
+              f"{f', validation accuracy {acc:.2%}' if acc is not None else ''} ({why})")
+    return ckpt
+
+
+def _train_quick(folder: str | Path | None, verbose: bool) -> Path:
+    """Train the quick recipe into ``folder``; returns its best checkpoint's path."""
+    from .config import quick_mode
+    from .devices import threads
+    from .recipes import train
+
+    quick = {"epochs": 1, "subset": 20_000, "device": "cpu"} if quick_mode() else {}
+    if verbose:
+        print("No trained model found: training the quick model (the BatchNorm net, one-cycle) — this takes a moment.")
+    with threads(1 if quick else None):
+        run = train("quick", tag="quick", checkpoint_dir=folder, verbose=False, **quick)
+    if run.history.best_path is None:
+        raise CheckpointError("training the quick model was interrupted before it finished an epoch")
+    return run.history.best_path

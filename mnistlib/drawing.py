@@ -413,11 +413,9 @@ def resolve_model(
     """A model, a Checkpoint, a checkpoint path, or None (newest best checkpoint or quick model)."""
     trained_now = False
     if source is None:
-        from mnistlib.checkpoints import latest_checkpoint
-        from mnistlib.training import quick_model
+        from mnistlib.checkpoints import load_or_train
 
-        trained_now = latest_checkpoint() is None
-        source = quick_model()
+        source = load_or_train()
     elif isinstance(source, (str, Path)):
         from mnistlib.checkpoints import load_checkpoint
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextlib
 import math
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,6 +28,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import nn
 
+from .checkpoints import load_checkpoint
 from .devices import eval_mode
 from .plots import image_grid
 
@@ -363,85 +364,60 @@ def _count_params(model: nn.Module) -> int:
 
 def compare_recipes(
     recipes: Iterable | None = None,
-    epochs_override: int | None = None,
-    subset: int | None = None,
     *,
-    seed: int = 0,
-    device: str | torch.device | None = None,
-    val_size: int = 5_000,
-    checkpoint_dir: str | Path | None = None,
-    verbose: bool = False,
     log: Callable[[str], None] | None = print,
+    **overrides: Any,
 ) -> list[Row]:
-    """Train each recipe (name or :class:`~mnistlib.recipes.Recipe`; default: all seed recipes) with
-    its own batch size, learning rate, schedule and augmentation through
-    :func:`mnistlib.training.fit`, keep the weights that did best on the validation split, and only
-    then score them once on the test set.
+    """Train each recipe (name or :class:`~mnistlib.recipes.Recipe`; default: the five seed recipes) with
+    :func:`mnistlib.recipes.train`, keep the weights that did best on the validation split, and only then
+    score them once on the test set.
 
-    ``epochs_override`` and ``subset`` (training images) shorten the runs for quick checks;
-    ``verbose`` shows fit's per-epoch lines, ``log`` gets one line per recipe (None: silent).
+    ``overrides`` go to every ``train`` call (e.g. ``epochs=1, subset=2_000`` for a quick check;
+    ``verbose=True`` for its per-epoch lines; ``val_size`` for the data); ``log`` gets one line per
+    recipe (None: silent).
     Checkpoints go to a temporary folder unless ``checkpoint_dir`` is given.
     """
-    from . import training
-    from .checkpoints import load_checkpoint
-    from .data import get_data
     from .recipes import SEED_RECIPES, get_recipe
 
-    chosen = list(SEED_RECIPES.values()) if recipes is None else [
-        get_recipe(r) if isinstance(r, str) else r for r in recipes
-    ]
-    dev = training.pick_device(device, verbose=False)
+    chosen = list(SEED_RECIPES.values()) if recipes is None else [get_recipe(r) for r in recipes]
     rows = []
     with contextlib.ExitStack() as stack:
-        if checkpoint_dir is None:
-            checkpoint_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="mnistlib-compare-"))
+        folder = overrides.pop("checkpoint_dir", None) or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="mnistlib-compare-"))
         for recipe in chosen:
-            kwargs = recipe.fit_kwargs()
-            if epochs_override is not None:
-                kwargs["epochs"] = epochs_override
-            data = get_data(batch_size=kwargs["batch_size"], augment=kwargs["augment"], val_size=val_size,
-                            subset=subset, seed=seed, device=dev)
-            sealed = SealedLoader(data.test)
-            data.test = sealed  # type: ignore[assignment]  # fit must not read it
             if log:
-                log(f"{recipe.title}: {recipe.model}, {kwargs['epochs']} epoch(s) on "
-                    f"{data.train.dataset_size:,} images, batch {kwargs['batch_size']}, lr {kwargs['lr']:g}, "
-                    f"augment {kwargs['augment']} …")
-            start = time.perf_counter()
-            history = training.fit(recipe.model, data, **kwargs, model_options=dict(recipe.model_options),
-                                   seed=seed, device=dev, checkpoint_dir=Path(checkpoint_dir) / recipe.name,
-                                   live_plot=False, progress=False, verbose=verbose)
-            seconds = time.perf_counter() - start
-            chosen_path = history.best_path or history.final_path  # best on the validation split
-            if chosen_path is None:
-                raise RuntimeError(f"training {recipe.name} saved no checkpoint (interrupted?)")
-            model = load_checkpoint(chosen_path, device=dev).model
-            val_acc = history.best_val_acc
-            if val_acc is None:
-                val_acc = predict_all(model, data.val, dev, keep_images=False).accuracy
-            with sealed.unsealed() as test:  # the one read of the test set: final numbers only
-                test_acc = predict_all(model, test, dev, keep_images=False).accuracy
-            rows.append(Row(
-                recipe=recipe.name,
-                title=recipe.title,
-                model=recipe.model,
-                params=_count_params(model),
-                epochs=kwargs["epochs"],
-                epochs_run=len(history),
-                batch_size=kwargs["batch_size"],
-                lr=kwargs["lr"],
-                augment=kwargs["augment"],
-                train_seconds=seconds,
-                val_acc=val_acc,
-                test_acc=test_acc,
-                claimed_accuracy=recipe.claimed_accuracy,
-                claimed_parameters=recipe.claimed_parameters,
-                train_images=data.train.dataset_size,
-            ))
+                log(f"{recipe.title}: {recipe.model}, {overrides.get('epochs', recipe.epochs)} epoch(s) …")
+            rows.append(_train_and_score(recipe, Path(folder) / recipe.name, overrides))
             if log:
-                log(f"  {len(history)} epoch(s) in {seconds:.1f} s: best validation {val_acc:.2%}, "
-                    f"test {test_acc:.2%}")
+                r = rows[-1]
+                log(f"  {r.epochs_run} epoch(s) in {r.train_seconds:.1f} s: best validation {r.val_acc:.2%}, "
+                    f"test {r.test_acc:.2%}")
     return rows
+
+
+def _train_and_score(recipe: Any, folder: Path, overrides: dict) -> Row:
+    """One row of :func:`compare_recipes`: train on a sealed test set, reload the best weights, then test."""
+    from .data import get_data
+    from .devices import pick_device
+    from .recipes import train
+
+    recipe = replace(recipe, **{k: v for k, v in overrides.items() if hasattr(recipe, k)})
+    settings = {k: v for k, v in overrides.items() if not hasattr(recipe, k)}
+    device = pick_device(settings.get("device"), verbose=False)
+    data = get_data(recipe.batch_size, recipe.augment, val_size=settings.pop("val_size", 5_000),
+                    subset=settings.get("subset"), seed=settings.get("seed", 0), device=device)
+    sealed = data.test = SealedLoader(data.test)  # type: ignore[assignment]  # training must not read it
+    run = train(recipe, data, checkpoint_dir=folder, **({"verbose": False} | settings))
+    best = load_checkpoint(run.history.best_path or run.history.final_path, device=device).model
+    val_acc = run.history.best_val_acc
+    with sealed.unsealed() as test:  # the one read of the test set: final numbers only
+        test_acc = predict_all(best, test, device, keep_images=False).accuracy
+    return Row(recipe=recipe.name, title=recipe.title, model=recipe.model, params=_count_params(best),
+               epochs=recipe.epochs, epochs_run=len(run.history), batch_size=recipe.batch_size, lr=recipe.lr,
+               augment=recipe.augment, train_seconds=sum(run.history.train_seconds),
+               val_acc=val_acc if val_acc is not None else math.nan, test_acc=test_acc,
+               claimed_accuracy=recipe.claimed_accuracy, claimed_parameters=recipe.claimed_parameters,
+               train_images=data.train.dataset_size)
 
 
 def format_table(rows: Sequence[Row]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -150,3 +151,49 @@ def augmentation_gallery(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def draw_history(axes: Sequence, history: object, target: float | None = None) -> None:
+    """Draw loss and accuracy per epoch (train against validation, the best epoch starred) on two axes.
+
+    ``history`` is a :class:`mnistlib.training.History` or a checkpoint's history dict.
+    """
+    from .training import History
+
+    h = history if isinstance(history, History) else History.from_dict(history)  # type: ignore[arg-type]
+    ax_loss, ax_acc = axes
+    for ax in axes:
+        ax.clear()
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax_loss.plot(h.epoch, h.train_loss, "o-", label="train")
+    ax_loss.plot(h.epoch, h.val_loss, "s-", label="validation")
+    ax_loss.set(ylabel="cross-entropy loss", title="Loss")
+    ax_acc.plot(h.epoch, [100 * a for a in h.train_acc], "o-", label="train")
+    ax_acc.plot(h.epoch, [100 * a for a in h.val_acc], "s-", label="validation")
+    ax_acc.set(ylabel="accuracy (%)", title="Accuracy")
+    if target is not None:
+        ax_acc.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {target:.1%}")
+    if h.best_epoch is not None:
+        ax_acc.plot([h.best_epoch], [100 * h.val_acc[h.epoch.index(h.best_epoch)]], "*", ms=14, color="gold",
+                    mec="black", label="best (saved)")
+    for ax in axes:
+        if h.epoch:
+            ax.set_xticks(h.epoch if len(h.epoch) <= 20 else ax.get_xticks())
+            ax.legend(fontsize=8)
+
+
+def plot_history(history: object, target_accuracy: float | None = None) -> Figure:
+    """Loss and accuracy per epoch, train against validation, the best epoch starred."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    draw_history(axes, history, target_accuracy)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save ``fig`` as an image (creating folders); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

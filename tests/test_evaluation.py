@@ -164,7 +164,7 @@ def training():
 
 
 def test_compare_recipes_tiny(training, mnist, tmp_path):
-    rows = ev.compare_recipes(["digit-recognizer", "one-by-one"], epochs_override=1, subset=256, val_size=500,
+    rows = ev.compare_recipes(["digit-recognizer", "one-by-one"], epochs=1, subset=256, val_size=500,
                               device="cpu", checkpoint_dir=tmp_path, log=None)
     assert [r.recipe for r in rows] == ["digit-recognizer", "one-by-one"]
     for r in rows:
@@ -186,13 +186,13 @@ def test_compare_recipes_keeps_the_test_set_out_of_training(training, mnist, mon
     """A training loop that peeks at the test set fails: the test loader is sealed during fit."""
     seen = {}
 
-    def peeking_fit(model, data, **kwargs):
+    def peeking_fit(model, data, *args, **kwargs):
         seen["test_type"] = type(data.test)
         next(iter(data.test))
 
-    monkeypatch.setattr(training, "fit", peeking_fit)
+    monkeypatch.setattr("mnistlib.recipes.fit", peeking_fit)
     with pytest.raises(ev.TestSetSealedError):
-        ev.compare_recipes(["one-by-one"], epochs_override=1, subset=64, val_size=100,
+        ev.compare_recipes(["one-by-one"], epochs=1, subset=64, val_size=100,
                            device="cpu", checkpoint_dir=tmp_path, log=None)
     assert seen["test_type"] is ev.SealedLoader
 

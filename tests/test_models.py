@@ -11,8 +11,10 @@ from torch import nn
 
 from mnistlib import models
 from mnistlib.models import (
+    ClassicBN,
     ClassicCNN,
     ClassicCNNFunctional,
+    RecordNet,
     UnknownModelError,
     count_parameters,
     describe_models,
@@ -20,6 +22,7 @@ from mnistlib.models import (
     list_models,
     model_options,
 )
+from mnistlib.recipes import RECIPES
 
 SEED_MODELS = ["digit-recognizer", "classic", "two-conv", "one-by-one", "batchnorm"]
 
@@ -213,3 +216,51 @@ def test_every_model_has_a_one_line_description() -> None:
     assert list(descriptions) == list_models()
     for name, line in descriptions.items():
         assert line and "\n" not in line and len(line) <= 100, name
+
+
+@pytest.mark.parametrize("n", [1, 7])
+def test_record_model_is_small_and_maps_to_ten_logits(n: int) -> None:
+    model = get_model("record", **RECIPES["record"].model_options)
+    assert count_parameters(model) < 20_000
+    for mode in (model.train, model.eval):
+        mode()
+        assert model(torch.randn(n, 1, 28, 28)).shape == (n, 10)
+
+
+@pytest.mark.parametrize("options", [{}, {"c1": 16, "c2": 32, "hidden": 128}, {"kernel2": 3}])
+def test_classic_bn_shapes(options: dict) -> None:
+    model = get_model("classic-bn", **options)
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.features)
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ValueError, match="c1"):
+        ClassicBN(c1=0)
+    with pytest.raises(ValueError, match="widths"):
+        RecordNet(widths=())
+
+
+def test_channels_last_step_matches_contiguous() -> None:
+    """A training step on the same batch: channels-last gives the same loss and gradients (to rounding)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    for name in ("classic-bn", "record", "digit-recognizer"):
+        torch.manual_seed(1)
+        a = get_model(name)
+        b = get_model(name)
+        b.load_state_dict(a.state_dict())
+        b.to(memory_format=torch.channels_last)
+        for model in (a, b):  # BatchNorm uses batch statistics; dropout off so both see the same net
+            model.train()
+            for m in model.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.eval()
+        losses = []
+        for model, batch in ((a, x), (b, x.contiguous(memory_format=torch.channels_last))):
+            loss = nn.functional.cross_entropy(model(batch), y)
+            loss.backward()
+            losses.append(loss.item())
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(pa.grad, pb.grad.contiguous(), rtol=1e-3, atol=1e-5)

@@ -1,8 +1,8 @@
-"""fit and friends on a tiny slice of MNIST: early stopping, Ctrl-C, resume, reproducibility."""
+"""The loop (train_one_epoch, evaluate, fit) and each callback, on a tiny slice of MNIST."""
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import math
 import signal
 from pathlib import Path
@@ -13,293 +13,256 @@ matplotlib.use("Agg")
 
 import pytest
 import torch
-from matplotlib.figure import Figure
 
-from mnistlib import training
-from mnistlib.checkpoints import latest_checkpoint, load_checkpoint
+from mnistlib import callbacks as cb
+from mnistlib.checkpoints import load_checkpoint
 from mnistlib.data import DataBundle, get_data
 from mnistlib.models import get_model
-from mnistlib.training import History, fit, pick_device, quick_model, train_one_epoch
-
-QUIET = {"progress": False, "verbose": False, "live_plot": False, "device": "cpu"}
+from mnistlib.training import EVENTS, History, StopTraining, evaluate, fit, train_one_epoch
 
 
 @pytest.fixture(scope="module")
 def tiny(data_root: Path) -> DataBundle:
-    """512 training images, 500 validation images: a run of one epoch takes well under a second."""
+    """512 training images, 500 validation images: an epoch takes well under a second."""
     return get_data(batch_size=64, subset=512, val_size=500, seed=0, root=data_root)
 
 
-@pytest.fixture(autouse=True)
-def _folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
-    monkeypatch.setenv("MNISTLIB_CHECKPOINTS", str(tmp_path / "ckpt"))
-    monkeypatch.setenv("MNISTLIB_DATA", str(data_root))
+def _setup(name: str = "classic", lr: float = 1e-3, seed: int = 0) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = get_model(name)
+    return model, torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def _scripted_val(monkeypatch: pytest.MonkeyPatch, accs: list[float]) -> None:
-    """Make validation report ``accs`` epoch after epoch (the loop itself still trains)."""
-    it = iter(accs)
-    monkeypatch.setattr(training, "evaluate", lambda model, loader, device: (1.0 - (a := next(it)), a))
+class Recorder(cb.Callback):
+    """Notes every event fit sends, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - any event name
+        if name in EVENTS:
+            return lambda state: self.events.append((name, state.epoch))
+        raise AttributeError(name)
 
 
-def test_history_shape_and_checkpoints(tiny: DataBundle, tmp_path: Path) -> None:
-    h = fit("classic", tiny, epochs=2, seed=0, **QUIET)
-    assert isinstance(h, History) and len(h) == 2
-    assert h.epoch == [1, 2] and h["val_acc"] is h.val_acc
-    assert set(h.to_dict()) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
-    assert all(0 <= a <= 1 for a in h.train_acc + h.val_acc) and all(s > 0 for s in h.seconds)
-    assert h.lr == [1e-3, 1e-3]
-    assert h.best_path.name.startswith("best_model_") and h.final_path.name.startswith("final_model_")
-    assert h.best_path.name[len("best_model_"):] == h.final_path.name[len("final_model_"):]  # one stamp per run
-    final = load_checkpoint(h.final_path)
-    assert final.epoch == 2 and final.history["train_loss"] == h.train_loss
-    assert final.hparams["batch_size"] == 64 and final.hparams["optimizer"] == "adam"
-    assert final.mean == pytest.approx(tiny.mean)
-    assert latest_checkpoint() == h.best_path
-    assert not list((tmp_path / "ckpt").glob(".*"))  # no lock or temporary files left
+def _scripted_val(monkeypatch: pytest.MonkeyPatch, losses: list[float]) -> None:
+    """Make validation report these losses (and accuracy 1 − loss) epoch after epoch."""
+    it = iter(losses)
+    monkeypatch.setattr("mnistlib.training.evaluate", lambda model, loader, device: (v := next(it), 1 - v))
 
 
-def test_early_stopping_at_the_first_epoch_reaching_the_target(
-    tiny: DataBundle, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _scripted_val(monkeypatch, [0.50, 0.80, 0.93, 0.97, 0.99])
-    h = fit("one-by-one", tiny, epochs=5, target_accuracy=0.9, **QUIET)
-    assert h.epoch == [1, 2, 3] and h.stopped_early and not h.interrupted
-    assert h.val_acc == [0.50, 0.80, 0.93]
-    assert load_checkpoint(h.best_path).epoch == 3
-    assert load_checkpoint(h.final_path).history["val_acc"] == [0.50, 0.80, 0.93]
+def test_fit_is_short_and_takes_few_parameters() -> None:
+    params = inspect.signature(fit).parameters
+    assert len(params) <= 8
+    assert len(inspect.getsource(fit).splitlines()) <= 45  # lesson 03 prints and explains it
 
 
-def test_target_reached_on_the_last_epoch_is_not_early(tiny: DataBundle, monkeypatch: pytest.MonkeyPatch) -> None:
-    _scripted_val(monkeypatch, [0.5, 0.95])
-    h = fit("one-by-one", tiny, epochs=2, target_accuracy=0.9, **QUIET)
-    assert len(h) == 2 and not h.stopped_early
+def test_fit_trains_records_and_numbers_epochs(tiny: DataBundle) -> None:
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=2)
+    assert isinstance(h, History) and h.epoch == [1, 2] and h["val_acc"] is h.val_acc
+    assert all(0 <= a <= 1 for a in h.train_acc + h.val_acc) and h.lr == [1e-3, 1e-3]
+    assert h.train_loss[1] < h.train_loss[0] and not model.training
+    assert h.val_loss[-1] == pytest.approx(evaluate(model, tiny.val)[0])
+    more = fit(model, tiny, opt, epochs=1, history=h)
+    assert more.epoch == [1, 2, 3]  # a history given continues the count
 
 
-def test_bad_target_is_refused(tiny: DataBundle) -> None:
+def test_events_arrive_in_order(tiny: DataBundle) -> None:
+    rec = Recorder()
+    model, opt = _setup()
+    fit(model, tiny, opt, epochs=1, callbacks=[rec])
+    names = [e for e, _ in rec.events]
+    assert names[0] == "before_fit" and names[1] == "before_epoch" and names[-1] == "after_fit"
+    assert names.count("after_batch") == len(tiny.train)
+    assert names[-3:] == ["after_train", "after_epoch", "after_fit"]
+
+
+def test_callbacks_run_by_order_then_as_given(tiny: DataBundle) -> None:
+    seen = []
+
+    class Mark(cb.Callback):
+        def __init__(self, label: str, order: int) -> None:
+            self.label, self.order = label, order
+
+        def before_fit(self, state) -> None:  # noqa: ANN001
+            seen.append(self.label)
+
+    model, opt = _setup()
+    fit(model, tiny, opt, epochs=0, callbacks=[Mark("b", 5), Mark("a", -5), Mark("c", 5)])
+    assert seen == ["a", "b", "c"]
+
+
+def test_a_stop_takes_effect_after_every_callback_saw_the_epoch(tiny: DataBundle, tmp_path: Path) -> None:
+    class StopNow(cb.Callback):
+        def after_epoch(self, state) -> None:  # noqa: ANN001
+            raise StopTraining("enough")
+
+    model, opt = _setup()
+    save = cb.SaveCheckpoints(tmp_path)  # order 50: after StopNow, and it still saves epoch 1
+    h = fit(model, tiny, opt, epochs=3, callbacks=[StopNow(), save])
+    assert h.epoch == [1] and h.stop_reason == "enough" and h.stopped_early
+    assert load_checkpoint(h.final_path).epoch == 1
+
+
+def test_save_checkpoints_best_and_final_with_one_stamp(tiny: DataBundle, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted_val(monkeypatch, [0.5, 0.2, 0.3])
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=3, callbacks=[cb.SaveCheckpoints(tmp_path, hparams={"lr": 1e-3}, tag="t")])
+    assert h.best_path.name[len("best_model_"):] == h.final_path.name[len("final_model_"):]
+    best, final = load_checkpoint(h.best_path), load_checkpoint(h.final_path)
+    assert best.epoch == 2 and final.epoch == 3 and final.history["val_loss"] == [0.5, 0.2, 0.3]
+    assert final.hparams == {"lr": 1e-3, "tag": "t"} and final.mean == pytest.approx(tiny.mean)
+    assert not list(tmp_path.glob(".*"))  # no lock or temporary file left
+
+
+def test_nan_epochs_never_count_as_best(tiny: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _scripted_val(monkeypatch, [math.nan, 0.4])
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=2, callbacks=[cb.SaveCheckpoints(tmp_path)])
+    assert h.best_val_acc == pytest.approx(0.6) and h.best_epoch == 2
+    assert load_checkpoint(h.best_path).epoch == 2
+
+
+def test_target_accuracy_stops_at_the_first_epoch_reaching_it(tiny: DataBundle, monkeypatch) -> None:
+    _scripted_val(monkeypatch, [0.5, 0.2, 0.05, 0.01])
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=4, callbacks=[cb.TargetAccuracy(0.9)])
+    assert h.epoch == [1, 2, 3] and "target" in h.stop_reason
     with pytest.raises(ValueError, match="fraction"):
-        fit("one-by-one", tiny, epochs=1, target_accuracy=99, **QUIET)
+        cb.TargetAccuracy(99)
 
 
-def test_label_smoothing_changes_the_loss_and_is_recorded(tiny: DataBundle) -> None:
-    plain = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
-    smooth = fit("classic", tiny, epochs=1, seed=7, label_smoothing=0.3, **QUIET)
-    assert smooth.train_loss[0] > plain.train_loss[0]  # smoothed targets never let the loss reach 0
-    assert load_checkpoint(smooth.final_path).hparams["label_smoothing"] == 0.3
-    for bad in (-0.1, 1.0):
-        with pytest.raises(ValueError, match="label_smoothing"):
-            fit("classic", tiny, epochs=1, label_smoothing=bad, **QUIET)
+def test_target_reached_on_the_last_epoch_is_not_early(tiny: DataBundle, monkeypatch) -> None:
+    _scripted_val(monkeypatch, [0.5, 0.05])
+    model, opt = _setup()
+    assert not fit(model, tiny, opt, epochs=2, callbacks=[cb.TargetAccuracy(0.9)]).stopped_early
 
 
-def test_a_custom_loss_replaces_cross_entropy_for_training_only(tiny: DataBundle) -> None:
-    """``loss_fn`` is what training minimises; validation still reports cross-entropy, and the run records it."""
-    calls = []
+def test_early_stopping_waits_patience_epochs_and_restores_the_best(tiny: DataBundle, monkeypatch) -> None:
+    _scripted_val(monkeypatch, [0.5, 0.3, 0.35, 0.31, 0.4, 0.1])
+    seen: dict[int, torch.Tensor] = {}
 
-    def halved_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        calls.append(len(labels))
-        return 0.5 * torch.nn.functional.cross_entropy(logits, labels)
+    class Snapshot(cb.Callback):
+        def after_epoch(self, state) -> None:  # noqa: ANN001
+            seen[state.epoch] = state.model.classifier[-1].weight.detach().clone()
 
-    same = fit("classic", tiny, epochs=1, seed=7, loss_fn=torch.nn.functional.cross_entropy, save_checkpoints=False,
-               **QUIET)
-    plain = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
-    assert same.to_dict() | {"seconds": 0} == plain.to_dict() | {"seconds": 0}  # the default, given by hand
-    model = get_model("classic")
-    halved = fit(model, tiny, epochs=1, seed=7, loss_fn=halved_cross_entropy, model_name="classic", **QUIET)
-    assert sum(calls) == 512  # one call per training batch, never on validation
-    assert halved.val_loss[0] == pytest.approx(training.evaluate(model, tiny.val)[0])
-    assert load_checkpoint(halved.final_path).hparams["loss_fn"] == "halved_cross_entropy"
-    with pytest.raises(ValueError, match="label_smoothing or loss_fn"):
-        fit("classic", tiny, epochs=1, label_smoothing=0.1, loss_fn=halved_cross_entropy, **QUIET)
+    model, opt = _setup()
+    stop = cb.EarlyStopping(patience=3)
+    h = fit(model, tiny, opt, epochs=6, callbacks=[stop, Snapshot()])
+    assert h.epoch == [1, 2, 3, 4, 5] and "not improved for 3 epochs" in h.stop_reason
+    assert torch.equal(model.classifier[-1].weight, seen[2])  # the best epoch's weights are back
+    assert stop.state_dict() == {"best": 0.3, "best_epoch": 2, "wait": 3}
+    with pytest.raises(ValueError, match="patience"):
+        cb.EarlyStopping(patience=0)
 
 
-def test_training_without_a_validation_split(data_root: Path) -> None:
-    data = get_data(batch_size=64, subset=256, val_size=0, seed=0, root=data_root)
-    assert len(data.val) == 0
-    h = fit("classic", data, epochs=2, **QUIET)
-    assert len(h) == 2 and all(math.isnan(a) for a in h.val_acc)
-    assert h.best_path is None and load_checkpoint(h.final_path).epoch == 2
-    with pytest.raises(ValueError, match="val_size=0"):
-        fit("classic", data, epochs=1, target_accuracy=0.9, **QUIET)
-    with pytest.raises(ValueError, match="val_size=0"):
-        fit("classic", data, epochs=1, scheduler="plateau", **QUIET)
+def test_non_finite_loss_stops_and_saves_nothing(tiny: DataBundle, tmp_path: Path) -> None:
+    model, opt = _setup(lr=1e30)
+    with pytest.raises(cb.TrainingDiverged, match="learning rate"):
+        fit(model, tiny, opt, epochs=2, callbacks=[cb.StopOnNonFiniteLoss(), cb.SaveCheckpoints(tmp_path)])
+    assert not list(tmp_path.glob("*.pth")) and not list(tmp_path.glob(".*"))
 
 
-def test_same_seed_same_first_epoch_loss(tiny: DataBundle) -> None:
-    a = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
-    b = fit("classic", tiny, epochs=1, seed=7, save_checkpoints=False, **QUIET)
-    c = fit("classic", tiny, epochs=1, seed=8, save_checkpoints=False, **QUIET)
-    assert a.train_loss[0] == b.train_loss[0] and a.val_loss == b.val_loss
-    assert c.train_loss[0] != a.train_loss[0]
+def test_ctrl_c_returns_the_completed_epochs_and_keeps_checkpoints(tiny: DataBundle, tmp_path: Path) -> None:
+    class PressCtrlC(cb.Callback):
+        def after_batch(self, state) -> None:  # noqa: ANN001
+            if state.epoch == 2 and state.batch == 3:
+                raise KeyboardInterrupt
+
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=3, callbacks=[PressCtrlC(), cb.SaveCheckpoints(tmp_path)])
+    assert h.interrupted and h.epoch == [1]
+    assert load_checkpoint(h.best_path).epoch == 1 and load_checkpoint(h.final_path).epoch == 1
 
 
-def test_ctrl_c_returns_completed_epochs_and_keeps_the_best(tiny: DataBundle) -> None:
-    calls = {"n": 0}
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_after_the_current_batch(tiny: DataBundle, signum: int) -> None:
+    before = signal.getsignal(signum)
+    batches = []
 
-    def interrupt_in_epoch_two(loss: float, acc: float) -> None:
-        calls["n"] += 1
-        if calls["n"] == len(tiny.train) + 3:
-            raise KeyboardInterrupt
+    class Send(cb.Callback):
+        def after_batch(self, state) -> None:  # noqa: ANN001
+            batches.append(state.batch)
+            if len(batches) == 2:
+                signal.raise_signal(signum)  # the handler only asks to stop…
 
-    h = fit("one-by-one", tiny, epochs=3, on_batch=interrupt_in_epoch_two, **QUIET)
-    assert h.interrupted and h.epoch == [1] and h.final_path is None
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=2, callbacks=[Send(), cb.StopOnInterrupt()])
+    assert batches == [1, 2] and h.interrupted and len(h) == 0  # …after the batch in progress
+    assert signal.getsignal(signum) is before
+
+
+def test_a_signal_during_a_save_waits_for_the_file(tiny: DataBundle, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnistlib.callbacks as module
+
+    real = module.save_checkpoint
+
+    def interrupted_save(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C pressed while the file is written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "save_checkpoint", interrupted_save)
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=2, callbacks=[cb.SaveCheckpoints(tmp_path)])
+    assert h.interrupted and h.epoch == [1]  # the interrupt came once the file was complete
     assert load_checkpoint(h.best_path).epoch == 1
 
 
-def test_sigint_stops_after_the_current_batch(tiny: DataBundle) -> None:
-    before = signal.getsignal(signal.SIGINT)
-    seen: list[float] = []
-
-    def press_ctrl_c_once(loss: float, acc: float) -> None:
-        seen.append(loss)
-        if len(seen) == 2:
-            signal.raise_signal(signal.SIGINT)  # the handler only asks to stop…
-
-    h = fit("one-by-one", tiny, epochs=2, on_batch=press_ctrl_c_once, **QUIET)
-    assert len(seen) == 2  # …after the batch in progress
-    assert h.interrupted and len(h) == 0 and h.best_path is None
-    assert signal.getsignal(signal.SIGINT) is before
+def test_timer_keeps_training_and_validation_seconds_apart(tiny: DataBundle) -> None:
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=2, callbacks=[cb.Timer()])
+    assert len(h.train_seconds) == len(h.val_seconds) == 2
+    assert all(s > 0 for s in h.train_seconds + h.val_seconds)
 
 
-def test_resume_continues_epochs_history_and_the_same_run(tiny: DataBundle) -> None:
-    straight = fit("classic", tiny, epochs=2, seed=3, scheduler="step", **QUIET)
-    first = fit("classic", tiny, epochs=1, seed=3, scheduler="step", **QUIET)
-    resumed = fit(None, tiny, epochs=1, seed=3, scheduler="step", resume=first.final_path, **QUIET)
-    assert resumed.epoch == [1, 2]
-    assert resumed.train_loss[0] == first.train_loss[0]
-    assert resumed.lr == pytest.approx([1e-3, 7e-4])
-    # weights, Adam's moments, the schedule, the shuffles and dropout all continue: the same numbers
-    assert resumed.train_loss == pytest.approx(straight.train_loss, rel=1e-5)
-    assert resumed.val_acc == pytest.approx(straight.val_acc, abs=1e-9)
-    ckpt = load_checkpoint(resumed.final_path)
-    assert ckpt.epoch == 2 and ckpt.hparams["epochs"] == 2
+def test_lr_schedule_steps_per_batch_epoch_or_validation_loss(tiny: DataBundle, monkeypatch) -> None:
+    model, opt = _setup()
+    step = cb.LRSchedule(torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5), "epoch")
+    assert fit(model, tiny, opt, epochs=3, callbacks=[step]).lr == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    model, opt = _setup()
+    cycle = cb.LRSchedule(torch.optim.lr_scheduler.OneCycleLR(opt, 1e-2, total_steps=2 * len(tiny.train)), "batch")
+    h = fit(model, tiny, opt, epochs=2, callbacks=[cycle])
+    assert cycle.scheduler.last_epoch == 2 * len(tiny.train) and h.lr[0] < h.lr[1]
+    _scripted_val(monkeypatch, [0.5, 0.6, 0.7, 0.8])
+    model, opt = _setup()
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
+    h = fit(model, tiny, opt, epochs=4, callbacks=[cb.LRSchedule(plateau, "val_loss")])
+    assert h.lr == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
+    with pytest.raises(ValueError, match="every"):
+        cb.LRSchedule(plateau, "weekly")
 
 
-@pytest.mark.parametrize("scheduler", ["plateau", "onecycle"])
-def test_schedulers_run_save_and_resume(tiny: DataBundle, scheduler: str) -> None:
-    h = fit("one-by-one", tiny, epochs=1, optimizer="sgd", lr=0.05, scheduler=scheduler, **QUIET)
-    again = fit(None, tiny, epochs=1, optimizer="sgd", lr=0.05, scheduler=scheduler, resume=h.final_path, **QUIET)
-    assert again.epoch == [1, 2]
-    assert load_checkpoint(again.final_path).scheduler_state is not None
+def test_print_and_progress_callbacks(tiny: DataBundle, capsys: pytest.CaptureFixture) -> None:
+    model, opt = _setup()
+    fit(model, tiny, opt, epochs=1, callbacks=[cb.Timer(), cb.ProgressBar(), cb.PrintEpochs()])
+    out = capsys.readouterr().out
+    assert "epoch  1/1  train loss" in out and "★ best" in out
 
 
-def test_val_every_skips_validation_but_not_the_last_epoch(tiny: DataBundle) -> None:
-    h = fit("one-by-one", tiny, epochs=3, val_every=2, save_checkpoints=False, **QUIET)
-    assert not math.isnan(h.val_acc[1]) and not math.isnan(h.val_acc[2]) and math.isnan(h.val_acc[0])
-
-
-def test_unknown_names_are_refused(tiny: DataBundle) -> None:
-    with pytest.raises(ValueError, match="optimizer"):
-        fit("one-by-one", tiny, epochs=1, optimizer="rmsprop", **QUIET)
-    with pytest.raises(ValueError, match="scheduler"):
-        fit("one-by-one", tiny, epochs=1, scheduler="cosine", **QUIET)
-
-
-def test_plain_module_needs_a_name_to_save(tiny: DataBundle) -> None:
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
-    with pytest.raises(ValueError, match="model_name"):
-        fit(net, tiny, epochs=1, **QUIET)
-    h = fit(net, tiny, epochs=1, save_checkpoints=False, **QUIET)
-    assert len(h) == 1
+def test_callback_states_have_unique_names_and_come_back() -> None:
+    a, b = cb.EarlyStopping(2), cb.EarlyStopping(4)
+    a.best, b.best = 0.5, 0.7
+    states = cb.callback_states([a, cb.Timer(), b])
+    assert set(states) == {"EarlyStopping", "EarlyStopping#2"}
+    fresh_a, fresh_b = cb.EarlyStopping(2), cb.EarlyStopping(4)
+    cb.restore_callbacks([fresh_a, cb.Timer(), fresh_b], states)
+    assert (fresh_a.best, fresh_b.best) == (0.5, 0.7)
 
 
 def test_train_one_epoch_is_the_loop(tiny: DataBundle) -> None:
-    torch.manual_seed(0)
-    model = get_model("one-by-one")
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss, acc = train_one_epoch(model, tiny.train, opt, torch.nn.CrossEntropyLoss(), "cpu")
-    assert 0 < loss < 5 and 0 <= acc <= 1 and model.training
+    model, opt = _setup("one-by-one")
+    calls = []
+    loss, acc = train_one_epoch(model, tiny.train, opt, torch.nn.CrossEntropyLoss(), "cpu",
+                                lambda loss, acc: calls.append(loss))
+    assert 0 < loss < 5 and 0 <= acc <= 1 and model.training and len(calls) == len(tiny.train)
+    assert calls[-1] == pytest.approx(loss)
 
 
-def test_pick_device() -> None:
-    assert pick_device("cpu", verbose=False) == torch.device("cpu")
-    assert pick_device(verbose=False).type in {"cuda", "mps", "cpu"}
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            pick_device("cuda", verbose=False)
-
-
-def test_figures(tiny: DataBundle, tmp_path: Path) -> None:
-    h = fit("one-by-one", tiny, epochs=1, target_accuracy=0.99, save_checkpoints=False, **QUIET)
-    fig = training.plot_history(h)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2
-    assert training.plot_history(h.to_dict()).axes[0].get_title() == "Loss"
-    out = training.save_figure(fig, tmp_path / "figs" / "training_history.png")
-    assert out.read_bytes()[:4] == b"\x89PNG"
-    grid = training.plot_predictions(get_model("one-by-one"), tiny.test, n=12, ncols=6)
-    assert len([ax for ax in grid.axes if ax.get_title()]) == 12
-
-
-def test_quick_model_trains_once_then_reuses(tiny: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MNISTLIB_QUICK", "1")
-    monkeypatch.setitem(training.QUICK_MODEL, "quick_subset", 256)
-    folder = tmp_path / "quick"
-    folder.mkdir()
-    (folder / "best_model_29990101_000000.pth").write_bytes(b"junk")  # newest, but unreadable: skipped
-    first = quick_model(folder=folder, verbose=False)
-    assert first.name == "batchnorm" and first.epoch == 1 and not first.model.training
-
-    def no_training(*args: object, **kwargs: object) -> None:
-        raise AssertionError("quick_model trained although a checkpoint exists")
-
-    monkeypatch.setattr(training, "fit", no_training)
-    again = quick_model(folder=folder, verbose=False)
-    assert again.path == first.path
-    with pytest.raises(AssertionError):
-        quick_model("classic", folder=folder, verbose=False)  # no checkpoint of that model: would train
-
-
-@pytest.fixture(scope="module")
-def tiny_augmented(data_root: Path) -> DataBundle:
-    """The tiny split with the record recipe's augmentation: BatchNorm trains on rotated, shifted, zoomed images."""
-    return get_data(batch_size=64, augment="rotate10-shift2-scale10", subset=512, val_size=500, seed=0,
-                    root=data_root)
-
-
-def test_without_augmentation_gives_the_clean_images_in_order(tiny_augmented: DataBundle) -> None:
-    train = tiny_augmented.train
-    clean = train.without_augmentation(batch_size=100)
-    x, y = next(iter(clean))
-    assert x.shape == (100, 1, 28, 28) and torch.equal(y, train.labels[:100])
-    expected = (train.images[:100].unsqueeze(1).float() / 255 - tiny_augmented.mean) / tiny_augmented.std
-    assert torch.allclose(x, expected)
-    assert len(clean) == 6 and clean.augment.is_identity and not train.augment.is_identity
-
-
-def test_recalibrate_batchnorm_sets_exact_statistics_of_the_clean_images(tiny_augmented: DataBundle) -> None:
-    model = get_model("record", widths=(4, 8), pool_after=(0,))
-    fit(model, tiny_augmented, epochs=1, lr=0.05, optimizer="sgd", save_checkpoints=False, **QUIET)
-    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
-    clean = tiny_augmented.train.without_augmentation()
-    conv, bn = model.features[0], model.features[1]
-    with torch.no_grad():
-        out = torch.cat([conv(x) for x, _ in clean])  # what the first BatchNorm sees, image by image
-    mean, var = out.mean(dim=(0, 2, 3)), out.var(dim=(0, 2, 3), unbiased=True)
-    assert not torch.allclose(bn.running_mean, mean, atol=1e-4)  # training left augmented-batch statistics
-    assert training.recalibrate_batchnorm(model, clean) is model
-    assert torch.allclose(bn.running_mean, mean, atol=1e-5) and torch.allclose(bn.running_var, var, rtol=1e-3)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights.items())  # the weights are untouched
-    with pytest.raises(ValueError, match="no BatchNorm"):
-        training.recalibrate_batchnorm(get_model("classic"), clean)
-
-
-def test_fit_recalibrate_bn_scores_and_saves_the_recalibrated_model(tiny_augmented: DataBundle) -> None:
-    kwargs = dict(epochs=2, lr=0.05, optimizer="sgd", seed=3, **QUIET)
-
-    def small_record_net() -> torch.nn.Module:
-        torch.manual_seed(3)  # both runs start from the same weights
-        return get_model("record", widths=(4, 8), pool_after=(0,))
-
-    plain_model, recal_model = small_record_net(), small_record_net()
-    plain = fit(plain_model, tiny_augmented, save_checkpoints=False, **kwargs)
-    recal = fit(recal_model, tiny_augmented, recalibrate_bn=True, model_name="record", **kwargs)
-    assert recal.val_acc[0] == plain.val_acc[0]  # only the last epoch is recalibrated
-    training.recalibrate_batchnorm(plain_model, tiny_augmented.train.without_augmentation())
-    assert recal.val_loss[-1] == pytest.approx(training.evaluate(plain_model, tiny_augmented.val)[0])
-    saved = load_checkpoint(recal.final_path)
-    assert saved.hparams["recalibrate_bn"] is True
-    assert torch.allclose(saved.model.features[1].running_mean, plain_model.features[1].running_mean)
-    with pytest.raises(ValueError, match="no BatchNorm"):
-        fit("classic", tiny_augmented, epochs=1, recalibrate_bn=True, **QUIET)
-    batches = dataclasses.replace(tiny_augmented, train=[next(iter(tiny_augmented.train.without_augmentation()))])
-    with pytest.raises(ValueError, match="in-memory data"):  # a plain iterable cannot drop its augmentation
-        fit(small_record_net(), batches, epochs=1, recalibrate_bn=True, save_checkpoints=False, **QUIET)
+def test_validation_is_skipped_when_the_data_has_none(data_root: Path) -> None:
+    data = get_data(batch_size=64, subset=256, val_size=0, seed=0, root=data_root)
+    model, opt = _setup()
+    h = fit(model, data, opt, epochs=1)
+    assert len(h) == 1 and math.isnan(h.val_acc[0]) and h.best_val_acc is None and h.best_epoch is None
