@@ -13,6 +13,7 @@ import copy
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config
-from .checkpoints import checkpoint_path, deferred_signals, new_run_stamp, release_stamp, save_checkpoint
+from .checkpoints import checkpoint_path, clean_stale, deferred_signals, new_run_stamp, release_stamp, save_checkpoint
 from .training import FitState, StopTraining
 
 __all__ = [
@@ -142,6 +143,7 @@ class SaveCheckpoints(Callback):
         self.stamp: str | None = None
 
     def before_fit(self, state: FitState) -> None:
+        clean_stale(self.folder)  # what runs killed earlier left behind: temporaries, locks
         self.stamp = new_run_stamp(self.folder)
         best = state.history.best_val_acc
         self.best = best if best is not None else -math.inf
@@ -235,7 +237,7 @@ class StopOnInterrupt(Callback):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
-        print(f"\n{self.requested}: stopping after this batch… (again to stop at once)", flush=True)
+        print(f"\n{self.requested}: stopping after this batch… (again to stop at once)", file=sys.stderr, flush=True)
 
     def before_fit(self, state: FitState) -> None:
         self.requested = ""

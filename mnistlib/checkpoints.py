@@ -5,19 +5,28 @@ A checkpoint is a plain dictionary of tensors, numbers, strings, lists and dicts
 It names the registry model and its options, so :func:`load_checkpoint` can rebuild the right
 network, and carries the hyperparameters, the training history and the normalisation constants
 that a prediction needs. Files are written to a temporary name and renamed, so an interrupted
-write never leaves a half-written checkpoint behind.
+write never leaves a half-written checkpoint behind (:func:`clean_stale` removes the temporaries
+of runs that were killed), and they get the mode the umask allows, like any file a user creates.
+
+Loading is bounded as well as safe: the file's zip directory is checked before anything is
+unpickled, the named model is first built on PyTorch's ``meta`` device (no memory) and its shapes
+compared with the stored weights, and only a model that the stored weights fill is built for real
+— so a crafted file cannot make :func:`load_checkpoint` allocate beyond what its weights need.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import math
 import os
+import pickletools
 import re
 import signal
-import tempfile
+import stat
 import threading
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import safefiles
 from .config import checkpoint_dir
 from .models import get_model
 
@@ -41,6 +51,7 @@ __all__ = [
     "new_run_stamp",
     "release_stamp",
     "checkpoint_path",
+    "clean_stale",
     "plain",
 ]
 
@@ -76,7 +87,7 @@ class Checkpoint:
     @property
     def best_val_acc(self) -> float | None:
         """The best validation accuracy in the stored history (None when it is empty)."""
-        accs = self.history.get("val_acc") or []
+        accs = [a for a in self.history.get("val_acc") or [] if not math.isnan(a)]  # NaN: not validated
         return max(accs) if accs else None
 
     def __repr__(self) -> str:
@@ -137,8 +148,9 @@ def _plain_state(state: Mapping | None) -> dict | None:
 def new_run_stamp(folder: str | Path | None = None) -> str:
     """A ``YYYYMMDD_HHMMSS`` stamp for a new run, with ``_2``, ``_3``… when that second is taken.
 
-    The stamp is reserved with an (empty, hidden) marker file created exclusively, so two runs
-    started in the same second never share names; :func:`release_stamp` removes the marker.
+    The stamp is reserved with a hidden marker file created exclusively, so two runs started in
+    the same second never share names; :func:`release_stamp` removes the marker. The marker holds
+    the run's process id and host tag, so :func:`clean_stale` can tell when its run has died.
     """
     folder = Path(folder) if folder is not None else checkpoint_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -149,8 +161,11 @@ def new_run_stamp(folder: str | Path | None = None) -> str:
         taken = any((folder / f"{kind}_model_{stamp}.pth").exists() for kind in ("best", "final"))
         if not taken:
             try:
-                fd = os.open(folder / f".run_{stamp}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                os.close(fd)
+                fd = os.open(folder / f".run_{stamp}.lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+                try:
+                    os.write(fd, f"{safefiles.owner_tag().replace('-', ' ')}\n".encode())
+                finally:
+                    os.close(fd)
                 return stamp
             except FileExistsError:
                 pass
@@ -161,6 +176,17 @@ def release_stamp(stamp: str, folder: str | Path | None = None) -> None:
     """Remove the marker that :func:`new_run_stamp` left to reserve ``stamp``."""
     folder = Path(folder) if folder is not None else checkpoint_dir()
     (folder / f".run_{stamp}.lock").unlink(missing_ok=True)
+
+
+def clean_stale(folder: str | Path | None = None) -> list[Path]:
+    """Remove what killed runs left in ``folder`` (default: the checkpoint folder): half-written
+    ``.…pth.….part`` temporaries and the ``.run_*.lock`` markers of runs that no longer exist.
+
+    Call it when a run starts. It never removes a file of a live run on this machine (see
+    :mod:`mnistlib.safefiles` for the rule); returns the paths removed.
+    """
+    folder = Path(folder) if folder is not None else checkpoint_dir()
+    return safefiles.clean_stale(folder, targets=lambda name: name.endswith(".pth"))
 
 
 def checkpoint_path(kind: str, stamp: str, folder: str | Path | None = None) -> Path:
@@ -213,7 +239,8 @@ def save_checkpoint(
     scheduler_state: Mapping | None = None,
     extra: Mapping | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temporary file in the same folder, then rename); returns the path.
+    """Write a checkpoint atomically (temporary file in the same folder, fsync, rename; the mode
+    the umask allows); returns the path.
 
     ``name``/``options`` default to the registry name and options that :func:`get_model` put on
     the model; without them the checkpoint could not be rebuilt, so a model of unknown origin
@@ -244,44 +271,134 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
         "extra": plain(dict(extra or {})),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
+    return safefiles.atomic_write(path, lambda tmp: torch.save(payload, str(tmp)))
+
+
+# --------------------------------------------------------------------------- reading, safely and bounded
+
+#: Bytes of a file that is not a zip archive scanned to say what it is.
+_SCAN_LIMIT = 1 << 20
+
+
+def _allowed_globals() -> set[str]:
+    """The ``module.name`` globals a weights-only load accepts (torch's rebuild functions, dtypes…)."""
     try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except (ImportError, AttributeError):  # pragma: no cover - a torch without the private helper
+        allowed = set()
+    safe = getattr(torch.serialization, "get_safe_globals", lambda: [])()
+    return allowed | {f"{g.__module__}.{g.__qualname__}" for g in safe if hasattr(g, "__qualname__")}
 
 
-def _why_unreadable(path: Path, exc: BaseException) -> str:
-    """One line on why ``torch.load(weights_only=True)`` refused ``path``."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+def _pickle_globals(stream: io.BytesIO, max_pickles: int = 4) -> list[str] | None:
+    """The ``module.name`` of every global the pickles in ``stream`` ask for, read without running
+    anything (``pickletools``); None when the bytes are not a complete pickle."""
+    found: list[str] = []
+    for n in range(max_pickles):
+        strings: list[str] = []
+        try:
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+        except Exception:  # not a pickle (any more): ValueError, struct.error, UnicodeDecodeError…
+            return found if n > 0 else None
+        if stream.tell() >= len(stream.getbuffer()):
+            break
+    return found
+
+
+def _refused_for_code(stream: io.BytesIO) -> str | None:
+    """The message for a pickle that names globals a safe load never runs, or None if it names none."""
+    names = _pickle_globals(stream)
+    allowed = _allowed_globals()
+    unsafe = [n for n in names or [] if n not in allowed]
+    if not unsafe:
+        return None
+    return (f"refused: it holds code or Python objects that a safe (weights-only) load never runs "
+            f"(it asks for {', '.join(dict.fromkeys(unsafe[:3]))}); nothing in it was run")
+
+
+def _not_a_zip(fh: io.BufferedReader, size: int) -> str:
+    """Why a file that is not a zip archive (every checkpoint is one) is refused, in a few words."""
+    fh.seek(0)
+    stream = io.BytesIO(fh.read(_SCAN_LIMIT))
+    refused = _refused_for_code(stream)
+    if refused:
+        return refused
+    stream.seek(0)
+    if size and _pickle_globals(stream) is not None:
+        return ("not an mnistlib checkpoint: a bare pickle or an old-format PyTorch file (mnistlib writes "
+                "zip archives, loaded with torch.load(weights_only=True))")
+    return f"not a PyTorch checkpoint file at all ({size:,} bytes)"
+
+
+def _zip_problem(fh: io.BufferedReader, size: int) -> str | None:
+    """What is wrong with the zip archive's directory, before anything is unpickled: every record
+    must be stored uncompressed and fit in the file, so loading allocates no more than its size."""
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            records = zf.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        return f"truncated or corrupt PyTorch file ({size:,} bytes): {' '.join(str(exc).split())[:160]}"
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED or r.file_size != r.compress_size]
+    if packed:
+        return (f"not an mnistlib checkpoint: record {packed[0]!r} is compressed (PyTorch stores records "
+                "uncompressed; a compressed one could expand far beyond the file's size)")
+    claimed = sum(r.file_size for r in records)
+    if claimed > size:
+        return f"truncated or corrupt PyTorch file: its records claim {claimed:,} bytes, the file has {size:,}"
+    return None
+
+
+def _why_refused(fh: io.BufferedReader, size: int, exc: BaseException) -> str:
+    """One line on why ``torch.load(weights_only=True)`` refused a zip archive."""
     text = " ".join(str(exc).split())
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":
-        return f"not a PyTorch checkpoint file at all ({size:,} bytes)"
-    if "WeightsUnpickler error:" in text:
-        detail = text.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
+    fh.seek(0)
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            pkl = next((r for r in zf.infolist() if r.filename.endswith("data.pkl")), None)
+            payload = zf.read(pkl) if pkl is not None else b""  # stored and within the file: checked
+    except Exception:  # the archive itself is damaged
+        payload = b""
+    refused = _refused_for_code(io.BytesIO(payload))
+    if refused:
+        return refused
+    if "Weights only load failed" in text and _pickle_globals(io.BytesIO(payload)) is not None:
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip().split(". ")[0]
         return (f"not an mnistlib checkpoint: it holds Python objects that a safe (weights-only) load refuses "
-                f"to run ({detail[:160]})")
+                f"({detail[:160]})")
     return f"truncated or corrupt PyTorch file ({size:,} bytes): {text.split('. ')[0][:160]}"
 
 
-def _read(path: Path, device: str | torch.device) -> dict:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not a file")
+def _read(path: Path) -> dict:
+    """The checkpoint's dictionary, loaded safely; the file is opened once, and every problem with it
+    (missing, unreadable, not a zip archive, compressed or oversized records, code) is one line."""
     try:
-        data = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # UnpicklingError, EOFError, RuntimeError, struct.error…: torch raises many kinds
-        raise CheckpointError(f"{path}: {_why_unreadable(path, exc)}") from None
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise CheckpointError(f"{path}: not a file")
+        fh = open(path, "rb")  # noqa: SIM115 - closed below, and never reopened on an error path
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except OSError as exc:  # PermissionError (chmod 000), EIO…
+        raise CheckpointError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if fh.read(4) != b"PK\x03\x04":
+            raise CheckpointError(f"{path}: {_not_a_zip(fh, size)}")
+        problem = _zip_problem(fh, size)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
+        fh.seek(0)
+        try:
+            data = torch.load(fh, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError, EOFError, RuntimeError, OSError…: torch raises many kinds
+            raise CheckpointError(f"{path}: {_why_refused(fh, size, exc)}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         kind = "a bare state dict" if isinstance(data, dict) and all(
             isinstance(v, torch.Tensor) for v in data.values()) else f"a {type(data).__name__}"
@@ -289,39 +406,149 @@ def _read(path: Path, device: str | torch.device) -> dict:
             f"{path}: not an mnistlib checkpoint (it holds {kind}, without the model name and "
             "normalisation constants; save with mnistlib.checkpoints.save_checkpoint)"
         )
-    if data.get("version", 0) > VERSION:
-        raise CheckpointError(f"{path}: written by a newer mnistlib (format version {data['version']})")
-    missing = [k for k in ("name", "state_dict", "mean", "std") if k not in data]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return data
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the saved model (eval mode, on ``device``) from a checkpoint, safely.
+# --------------------------------------------------------------------------- checking the fields
 
-    Raises :class:`CheckpointError` with a one-line reason for a missing file, a file that is not a
-    checkpoint, a truncated one, an unknown model name, or weights that do not fit the named model.
-    """
-    path = Path(path)
-    data = _read(path, "cpu")
-    name, options = data["name"], dict(data.get("options") or {})
+_NUMBER = (int, float)
+#: field → (accepted types, what to call them in a message, required)
+_FIELDS: dict[str, tuple[tuple[type, ...], str, bool]] = {
+    "version": ((int,), "a whole number", False),
+    "name": ((str,), "a model name", True),
+    "state_dict": ((dict,), "a dict of tensors", True),
+    "mean": (_NUMBER, "a number", True),
+    "std": (_NUMBER, "a number", True),
+    "options": ((dict, type(None)), "a dict", False),
+    "hparams": ((dict, type(None)), "a dict", False),
+    "history": ((dict, type(None)), "a dict of lists of numbers", False),
+    "epoch": ((int,), "a whole number", False),
+    "optimizer_state": ((dict, type(None)), "a dict", False),
+    "scheduler_state": ((dict, type(None)), "a dict", False),
+    "created": ((str,), "a date string", False),
+    "extra": ((dict, type(None)), "a dict", False),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool)
+
+
+def _field_problem(data: dict) -> str | None:
+    """The first field of a loaded checkpoint that is missing or of the wrong type, in words."""
+    missing = [k for k, (_, _, required) in _FIELDS.items() if required and k not in data]
+    if missing:
+        return f"checkpoint lacks {', '.join(missing)}"
+    for key, (types, what, _) in _FIELDS.items():
+        if key not in data:
+            continue
+        value = data[key]
+        bad = not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+        if bad:
+            return f"field {key!r} is {type(value).__name__} {_short(value)}, expected {what}"
+    if data.get("version", 0) > VERSION:
+        return f"written by a newer mnistlib (format version {data['version']})"
+    if not all(isinstance(k, str) for k in data.get("options") or {}):
+        return "field 'options' has keys that are not names"
+    for key, values in (data.get("history") or {}).items():
+        if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
+            return f"history field {key!r} is not a list of numbers"
+    for key, t in data["state_dict"].items():
+        if not isinstance(t, torch.Tensor) or t.layout != torch.strided or t.device.type != "cpu":
+            return f"state_dict entry {key!r} is not a plain tensor"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --------------------------------------------------------------------------- rebuilding, bounded
+
+
+def _shape_problem(expected: Mapping[str, torch.Tensor], stored: Mapping[str, torch.Tensor]) -> str | None:
+    """How the stored weights differ from the named model's: missing/unexpected keys, sizes."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    sizes = [f"{k}: stored {list(stored[k].shape)}, model {list(v.shape)}"
+             for k, v in expected.items() if k in stored and stored[k].shape != v.shape]
+    parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+        [f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + sizes[:3]
+    return "; ".join(parts) or None
+
+
+def _tensors_in(value: Any) -> list[torch.Tensor]:
+    """Every tensor inside a loaded checkpoint (state dict, optimizer state, extras…)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_in(v)]
+    return []
+
+
+def _repeated_bytes(data: dict) -> tuple[int, int]:
+    """(bytes the stored tensors claim, bytes their distinct storages hold). A view that repeats
+    data (stride 0) claims far more than the file holds, and a copy of it (to a GPU, into a model)
+    would allocate all of that."""
+    tensors = _tensors_in(data)
+    claimed = sum(t.numel() * t.element_size() for t in tensors)
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return claimed, sum(storages.values())
+
+
+def _build(path: Path, name: str, options: dict, stored: dict) -> nn.Module:
+    """The named model with the stored weights, built for real only once a ``meta``-device twin
+    (no memory) has shown that the stored weights fill it exactly."""
+    for key, value in options.items():  # a long list option would build that many layers, even on meta
+        if isinstance(value, (list, tuple, dict)) and len(value) > len(stored):
+            raise CheckpointError(f"{path}: option {key}= has {len(value):,} entries, more than the "
+                                  f"{len(stored)} stored tensors could fill")
     try:
-        model = get_model(name, **options)
-    except (KeyError, TypeError, ValueError) as exc:
+        with torch.device("meta"):
+            shell = get_model(name, **options)
+    except Exception as exc:  # unknown model, option it does not take, bad value, sizes that overflow
         msg = exc.args[0] if exc.args else str(exc)
-        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {msg}") from None
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {' '.join(str(msg).split())[:300]}") from None
+    problem = _shape_problem(shell.state_dict(), stored)
+    if problem:
+        raise CheckpointError(f"{path}: the stored weights do not fit model {name!r} {options or ''}: {problem[:300]}")
+    model = get_model(name, **options)
     try:
-        model.load_state_dict(data["state_dict"], strict=True)
+        model.load_state_dict(stored, strict=True)
     except (RuntimeError, TypeError, AttributeError) as exc:
         detail = " ".join(str(exc).split())
         raise CheckpointError(
             f"{path}: the stored weights do not fit model {name!r} {options or ''}: {detail[:300]}"
         ) from None
-    model.to(device).eval()
+    return model
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the saved model (eval mode, on ``device``) from a checkpoint, safely.
+
+    Raises :class:`CheckpointError` with a one-line reason for a missing or unreadable file, a file
+    that is not a checkpoint, a truncated one, one holding code, fields of the wrong type, an
+    unknown model name, or weights that do not fit the named model (checked before the model is
+    allocated, so a crafted file cannot make this allocate beyond its weights).
+    """
+    path = Path(path)
+    data = _read(path)
+    problem = _field_problem(data)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    claimed, held = _repeated_bytes(data)
+    if claimed > held:
+        raise CheckpointError(f"{path}: its tensors claim {claimed:,} bytes but hold {held:,} (views that "
+                              "repeat data): refused, using them would allocate beyond what the file holds")
     mean, std = float(data["mean"]), float(data["std"])
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise CheckpointError(f"{path}: bad normalisation constants mean={mean}, std={std}")
+    name, options = data["name"], dict(data.get("options") or {})
+    model = _build(path, name, options, data["state_dict"])
+    model.to(device).eval()
     return Checkpoint(
         model=model,
         name=name,
@@ -367,7 +594,7 @@ def find_checkpoint(tag: str, folder: str | Path | None = None, kind: str = "bes
     """
     for path in reversed(list_checkpoints(kind, folder)):
         try:
-            hparams = _read(path, "cpu").get("hparams") or {}
+            hparams = _read(path).get("hparams") or {}
         except CheckpointError:
             continue
         if isinstance(hparams, dict) and hparams.get("tag") == tag:

@@ -11,7 +11,6 @@ import gzip
 import math
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -24,15 +23,21 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
+from . import safefiles
 from .config import DATA_ENV, data_root
 
 __all__ = [
     "RAW_FILES",
     "MNISTNotFoundError",
+    "MNISTCorruptError",
+    "HOW_TO_FIX",
     "IDXFormatError",
     "load_mnist",
     "mnist_tensors",
     "import_idx",
+    "read_idx_file",
+    "validate_idx",
+    "clean_stale_imports",
     "split_indices",
     "normalization_constants",
     "normalize",
@@ -56,12 +61,33 @@ RAW_FILES: dict[str, tuple[int, int]] = {
 }
 
 
+#: The two ways to get MNIST into the data root, as one sentence (every data error ends with it).
+HOW_TO_FIX = (
+    "fix it in one of two ways: connect to the internet and run again (torchvision downloads MNIST), or copy "
+    "the four IDX files (plain or .gz) from a folder you have with `python -m mnistlib data import "
+    f"/path/to/folder`; set {DATA_ENV} to use another data root"
+)
+
+
 class MNISTNotFoundError(FileNotFoundError):
-    """The MNIST files are not in the data root and could not be downloaded."""
+    """MNIST cannot be had from the data root: the files are missing and could not be downloaded,
+    or (:class:`MNISTCorruptError`) one of them is corrupt.
+
+    Its message is one line that names the problem and ends with the two ways to fix it
+    (:data:`HOW_TO_FIX`), so a command line can print ``str(exc)`` whole.
+    """
 
 
 class IDXFormatError(ValueError):
     """A file offered as MNIST IDX data is truncated, corrupt or of the wrong kind."""
+
+
+class MNISTCorruptError(MNISTNotFoundError):
+    """An MNIST file in the data root is truncated, corrupt or of the wrong kind; ``file`` is its path."""
+
+    def __init__(self, message: str, file: Path) -> None:
+        super().__init__(message)
+        self.file = file
 
 
 def raw_dir(root: str | Path | None = None) -> Path:
@@ -73,6 +99,33 @@ def _missing(root: Path) -> list[str]:
     return [name for name in RAW_FILES if not (raw_dir(root) / name).is_file()]
 
 
+def _split_files(train: bool) -> list[str]:
+    return [name for name in RAW_FILES if name.startswith("train" if train else "t10k")]
+
+
+def _check_in_root(root: Path, train: bool) -> None:
+    """Check the split's two files in the data root (header, size, labels 0–9) before torchvision
+    reads them: a file that did not come through ``data import`` may be anything. Reads only the
+    headers and the labels, not the images."""
+    for name in _split_files(train):
+        path = raw_dir(root) / name
+        try:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                head = fh.read(16 if RAW_FILES[name][0] == 2051 else _expected_size(name) + 1)
+        except OSError as exc:
+            raise MNISTNotFoundError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); "
+                                     f"{HOW_TO_FIX}") from None
+        try:
+            _check_header(name, head, size)
+            _check_labels(name, head)
+        except IDXFormatError as exc:
+            problem = str(exc).removeprefix(f"{name}: ")
+            raise MNISTCorruptError(
+                f"{path}: {problem}, so the file is truncated or corrupt: delete it, then {HOW_TO_FIX}", path
+            ) from None
+
+
 def load_mnist(
     train: bool = True,
     root: str | Path | None = None,
@@ -82,10 +135,13 @@ def load_mnist(
     """The torchvision MNIST dataset from the data root, downloading it when missing.
 
     With no files and no network, raise :class:`MNISTNotFoundError` naming the missing files
-    and the two ways to fix it, instead of torchvision's long traceback.
+    and the two ways to fix it, instead of torchvision's long traceback; a file that is there but
+    truncated or corrupt raises :class:`MNISTCorruptError` naming it.
     """
     root = Path(root) if root is not None else data_root()
     missing = _missing(root)
+    if not any(name in missing for name in _split_files(train)):
+        _check_in_root(root, train)
     try:
         return torchvision.datasets.MNIST(
             root=str(root), train=train, transform=transform, download=download and bool(missing)
@@ -99,13 +155,7 @@ def load_mnist(
             else f"the MNIST files in {raw_dir(root)} could not be read ({type(exc).__name__}): "
             "they may be truncated or corrupt, delete them first"
         )
-        raise MNISTNotFoundError(
-            f"{problem}.\nFix it in one of two ways:\n"
-            "  1. connect to the internet and run again: torchvision downloads it there;\n"
-            "  2. copy the four IDX files (plain or .gz) from a folder you have:\n"
-            "       python -m mnistlib data import /path/to/folder\n"
-            f"Set {DATA_ENV} to use another data root."
-        ) from None
+        raise MNISTNotFoundError(f"{problem}; {HOW_TO_FIX}") from None
 
 
 @lru_cache(maxsize=4)
@@ -125,47 +175,81 @@ def mnist_tensors(
 # --------------------------------------------------------------------------- offline import
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
+def _expected_size(name: str) -> int:
+    """The exact byte size of a valid IDX file ``name``."""
+    magic, count = RAW_FILES[name]
+    return 16 + count * 28 * 28 if magic == 2051 else 8 + count
+
+
+def read_idx_file(path: str | Path, name: str) -> bytes:
+    """The bytes of ``path`` (plain or gzip), offered as MNIST file ``name``, read with a bound:
+    never more than the expected size plus one byte, so a huge file or a small ``.gz`` that
+    expands to gigabytes is refused without being read whole."""
+    path = Path(path)
+    limit = _expected_size(name)
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise IDXFormatError(f"{name}: {size} bytes, expected {limit} (truncated or padded file)")
+            fh.seek(0)
+            return fh.read(limit)
+        fh.seek(0)
         try:
-            return gzip.decompress(data)
+            with gzip.GzipFile(fileobj=fh) as gz:
+                data = gz.read(limit + 1)  # decompressed as a stream: stops one byte past the size
         except (OSError, EOFError, zlib.error) as exc:
             raise IDXFormatError(f"{path.name}: broken gzip file ({exc})") from None
+    if len(data) > limit:
+        raise IDXFormatError(f"{path.name}: this gzip file decompresses to more than the {limit:,} bytes of {name}; "
+                             "refused without reading it all (corrupt, not MNIST, or a decompression bomb)")
     return data
 
 
-def validate_idx(name: str, data: bytes) -> None:
-    """Check one IDX file's magic number, count, 28×28 shape, length and (labels) values 0–9."""
+def _check_header(name: str, head: bytes, size: int) -> None:
+    """Magic number, count, 28×28 shape (from the first 16 bytes) and total size of IDX file ``name``."""
     magic, count = RAW_FILES[name]
-    if len(data) < 8:
-        raise IDXFormatError(f"{name}: too short to be an IDX file ({len(data)} bytes)")
-    got_magic, got_count = struct.unpack(">II", data[:8])
+    if size < 8 or len(head) < 8:
+        raise IDXFormatError(f"{name}: too short to be an IDX file ({size} bytes)")
+    got_magic, got_count = struct.unpack(">II", head[:8])
     if got_magic != magic:
         raise IDXFormatError(f"{name}: wrong magic number {got_magic} (expected {magic})")
     if got_count != count:
         raise IDXFormatError(f"{name}: holds {got_count} items (expected {count})")
     if magic == 2051:
-        rows, cols = struct.unpack(">II", data[8:16]) if len(data) >= 16 else (0, 0)
+        rows, cols = struct.unpack(">II", head[8:16]) if len(head) >= 16 else (0, 0)
         if (rows, cols) != (28, 28):
             raise IDXFormatError(f"{name}: images are {rows}×{cols} (expected 28×28)")
-        expected = 16 + count * 28 * 28
-    else:
-        expected = 8 + count
-    if len(data) != expected:
-        raise IDXFormatError(
-            f"{name}: {len(data)} bytes, expected {expected} (truncated or padded file)"
-        )
-    if magic == 2049 and max(data[8:]) > 9:
+    expected = _expected_size(name)
+    if size != expected:
+        raise IDXFormatError(f"{name}: {size} bytes, expected {expected} (truncated or padded file)")
+
+
+def _check_labels(name: str, data: bytes) -> None:
+    """Every label of a labels file is a digit 0–9."""
+    if RAW_FILES[name][0] == 2049 and len(data) > 8 and max(data[8:]) > 9:
         raise IDXFormatError(f"{name}: labels outside 0–9")
+
+
+def validate_idx(name: str, data: bytes) -> None:
+    """Check one IDX file's magic number, count, 28×28 shape, length and (labels) values 0–9."""
+    _check_header(name, data[:16], len(data))
+    _check_labels(name, data)
+
+
+def clean_stale_imports(root: str | Path | None = None) -> list[Path]:
+    """Remove the ``.part`` temporaries that a killed ``data import`` left in ``<root>/MNIST/raw``
+    (only those of runs that no longer exist, see :mod:`mnistlib.safefiles`); returns them."""
+    return safefiles.clean_stale(raw_dir(root), targets=lambda name: name in RAW_FILES)
 
 
 def import_idx(source: str | Path, root: str | Path | None = None) -> Path:
     """Copy the four MNIST IDX files (plain or ``.gz``) from ``source`` into the data root.
 
-    Every file is read and validated before anything is written; files are written to a
-    temporary name and renamed, so a bad file or an interruption leaves the root unchanged.
-    Returns the folder written to.
+    Every file is read (with a bound on its size) and validated before anything is written; files
+    are written to a temporary name and renamed, with the mode the umask allows, so a bad file or
+    an interruption leaves the root unchanged. Temporaries of earlier imports that were killed are
+    removed first. Returns the folder written to.
     """
     source = Path(source)
     if not source.is_dir():
@@ -176,20 +260,14 @@ def import_idx(source: str | Path, root: str | Path | None = None) -> Path:
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
             raise IDXFormatError(f"{name} (or {name}.gz) not found in {source}")
-        data = _read_maybe_gz(found)
+        data = read_idx_file(found, name)
         validate_idx(name, data)
         contents[name] = data
     target = raw_dir(root)
     target.mkdir(parents=True, exist_ok=True)
+    clean_stale_imports(root)
     for name, data in contents.items():
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, target / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        safefiles.atomic_write(target / name, lambda tmp, data=data: tmp.write_bytes(data))
     _tensors.cache_clear()
     return target
 

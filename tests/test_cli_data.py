@@ -18,6 +18,7 @@ from idx_helpers import idx_source
 from mnistlib.__main__ import main
 from mnistlib.config import DATA_ENV
 from mnistlib.data import RAW_FILES
+from mnistlib.safefiles import owner_tag
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = RAW_FILES
@@ -142,3 +143,32 @@ def test_help_names_the_data_root(capsys: pytest.CaptureFixture[str]) -> None:
         main(["data", "import", "--help"])
     assert info.value.code == 0
     assert DATA_ENV in capsys.readouterr().out
+
+
+def test_main_refuses_a_gzip_bomb_in_one_line(
+    raw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = idx_source(tmp_path / "source", raw_dir)
+    (source / TEST_LABELS).unlink()
+    (source / f"{TEST_LABELS}.gz").write_bytes(gzip.compress(bytes(1 << 20), compresslevel=9) * 200)  # 200 MB
+    assert main(["data", "import", str(source), "--root", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {TEST_LABELS}.gz: this gzip file decompresses to more than the 10,008 bytes")
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "root").exists()
+
+
+def test_main_imports_with_the_umask_and_cleans_a_killed_import(
+    raw_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (raw / f".{TRAIN_IMAGES}.{dead.pid}-{owner_tag().split('-')[1]}.abc123.part").write_bytes(b"half")
+    old = os.umask(0o022)
+    try:
+        assert main(["data", "import", str(raw_dir), "--root", str(tmp_path / "root")]) == 0
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(RAW_FILES)
+    assert {(raw / name).stat().st_mode & 0o777 for name in RAW_FILES} == {0o644}

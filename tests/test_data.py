@@ -7,7 +7,10 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import subprocess
+import tracemalloc
 import urllib.error
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,7 @@ import torchvision
 from idx_helpers import idx_source
 from torchvision.transforms import v2
 
-from mnistlib import config, data
+from mnistlib import config, data, safefiles
 from mnistlib.data import RAW_FILES, IDXFormatError, MNISTNotFoundError
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = RAW_FILES
@@ -114,6 +117,16 @@ def test_missing_files_without_network(tmp_path: Path, no_network: list[str]) ->
     assert isinstance(info.value, FileNotFoundError)
 
 
+def test_missing_files_message_is_one_line_with_both_fixes(tmp_path: Path, no_network: list[str]) -> None:
+    """A command line prints the first line of an error: it must carry the fixes, not only the problem."""
+    with pytest.raises(MNISTNotFoundError) as info:
+        data.mnist_tensors(True, tmp_path)
+    first = str(info.value).splitlines()[0]
+    assert first == str(info.value)
+    assert "connect to the internet" in first and "python -m mnistlib data import /path/to/folder" in first
+    assert TRAIN_IMAGES in first and config.DATA_ENV in first
+
+
 def test_missing_files_lists_only_the_missing(tmp_path: Path, raw_dir: Path, no_network: list[str]) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -136,6 +149,53 @@ def test_corrupt_file_in_root_is_not_called_missing(tmp_path: Path, raw_dir: Pat
     with pytest.raises(MNISTNotFoundError, match="truncated or corrupt") as info:
         data.load_mnist(False, tmp_path)
     assert "missing" not in str(info.value)
+
+
+def _corrupt_root_cases(raw_dir: Path) -> dict[str, tuple[str, bytes, str]]:
+    """case → (file in the root to break, its new content, what the message must say)."""
+    labels = (raw_dir / TEST_LABELS).read_bytes()
+    images = (raw_dir / TEST_IMAGES).read_bytes()
+    return {
+        "label-10": (TEST_LABELS, labels[:-1] + bytes([10]), "labels outside 0–9"),
+        "label-255": (TEST_LABELS, labels[:8] + bytes([255]) + labels[9:], "labels outside 0–9"),
+        "fewer-labels": (TEST_LABELS, labels[:4] + (9_999).to_bytes(4, "big") + labels[8:-1], "holds 9999 items"),
+        "images-32x32": (TEST_IMAGES, images[:8] + (32).to_bytes(4, "big") * 2 + images[16:], "28×28"),
+        "truncated-images": (TEST_IMAGES, images[:-784], "truncated"),
+        "padded-labels": (TEST_LABELS, labels + b"\x00", "truncated or padded"),
+        "images-as-labels": (TEST_LABELS, images, "magic"),
+        "empty": (TEST_IMAGES, b"", "too short"),
+    }
+
+
+CORRUPT_ROOT_CASES = ["label-10", "label-255", "fewer-labels", "images-32x32", "truncated-images",
+                      "padded-labels", "images-as-labels", "empty"]
+
+
+@pytest.mark.parametrize("loader", ["mnist_tensors", "load_mnist", "get_data"])
+@pytest.mark.parametrize("case", CORRUPT_ROOT_CASES)
+def test_corrupt_root_that_bypassed_import_is_one_clear_error(
+    case: str, loader: str, raw_dir: Path, tmp_path: Path, no_network: list[str]
+) -> None:
+    name, content, says = _corrupt_root_cases(raw_dir)[case]
+    idx_source(tmp_path / "MNIST" / "raw", raw_dir, name, content)
+    load = {"mnist_tensors": lambda: data.mnist_tensors(False, tmp_path),
+            "load_mnist": lambda: data.load_mnist(False, tmp_path),
+            "get_data": lambda: data.get_data(root=tmp_path, subset=100)}[loader]
+    with pytest.raises(data.MNISTCorruptError) as info:
+        load()
+    msg = str(info.value)
+    assert says in msg and str(tmp_path / "MNIST" / "raw" / name) in msg and "\n" not in msg
+    assert info.value.file == tmp_path / "MNIST" / "raw" / name
+    assert "data import" in msg and not no_network  # a file is there: nothing downloaded over it
+    assert (tmp_path / "MNIST" / "raw" / name).read_bytes() == content  # and nothing deleted
+
+
+def test_only_the_split_asked_for_is_checked(raw_dir: Path, tmp_path: Path) -> None:
+    idx_source(tmp_path / "MNIST" / "raw", raw_dir, TRAIN_LABELS, b"broken")
+    images, labels = data.mnist_tensors(False, tmp_path)  # the test split is fine
+    assert len(images) == len(labels) == 10_000
+    with pytest.raises(data.MNISTCorruptError, match=TRAIN_LABELS):
+        data.mnist_tensors(True, tmp_path)
 
 
 # --------------------------------------------------------------------------- offline import
@@ -234,6 +294,74 @@ def test_interrupted_write_leaves_no_temp_file(
     with pytest.raises(OSError, match="disk full"):
         data.import_idx(raw_dir, tmp_path / "root")
     assert snapshot(tmp_path / "root") == {}
+
+
+def _gzip_bomb(megabytes: int) -> bytes:
+    """Under a megabyte on disk that expands to ``megabytes`` MB of zeros (concatenated gzip members)."""
+    return gzip.compress(bytes(1 << 20), compresslevel=9) * megabytes
+
+
+def _peak_memory(fn: Callable[[], object]) -> tuple[int, BaseException | None]:
+    """(the most bytes Python held at once while ``fn`` ran, what it raised)."""
+    tracemalloc.start()
+    try:
+        fn()
+        raised = None
+    except Exception as exc:
+        raised = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_a_gzip_bomb_is_refused_without_being_expanded(raw_dir: Path, tmp_path: Path) -> None:
+    source = idx_source(tmp_path / "source", raw_dir, TRAIN_LABELS, _gzip_bomb(400))
+    bomb = (source / TRAIN_LABELS).rename(source / f"{TRAIN_LABELS}.gz")
+    assert bomb.stat().st_size < 1_000_000  # 400 MB once expanded
+    peak, raised = _peak_memory(lambda: data.read_idx_file(bomb, TRAIN_LABELS))
+    assert isinstance(raised, IDXFormatError) and "decompresses to more than" in str(raised)
+    assert peak < 4 << 20, f"held {peak / 2**20:.0f} MB at once to refuse a 60 kB file"
+    peak, raised = _peak_memory(lambda: data.import_idx(source, tmp_path / "root"))
+    assert isinstance(raised, IDXFormatError) and f"{TRAIN_LABELS}.gz" in str(raised)
+    assert peak < 100 << 20  # the real 47 MB training images, not the bomb's 400 MB
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_huge_plain_file_is_refused_without_being_read(raw_dir: Path, tmp_path: Path) -> None:
+    source = idx_source(tmp_path / "source", raw_dir)
+    (source / TEST_LABELS).unlink()
+    with open(source / TEST_LABELS, "wb") as fh:
+        fh.truncate(4 << 30)  # a sparse 4 GB file: reading it whole would take 4 GB
+    peak, raised = _peak_memory(lambda: data.read_idx_file(source / TEST_LABELS, TEST_LABELS))
+    assert isinstance(raised, IDXFormatError) and "truncated or padded" in str(raised) and peak < 1 << 20
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_imported_files_respect_the_umask(raw_dir: Path, tmp_path: Path, mask: int, mode: int) -> None:
+    old = os.umask(mask)
+    try:
+        target = data.import_idx(raw_dir, tmp_path / "root")
+    finally:
+        os.umask(old)
+    assert {(target / name).stat().st_mode & 0o777 for name in RAW_FILES} == {mode}
+
+
+def test_import_removes_what_a_killed_import_left(raw_dir: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = safefiles.owner_tag().split("-")[1]
+    stale = raw / f".{TRAIN_IMAGES}.{gone.pid}-{host}.abc123.part"  # a dead import's temporary
+    live = raw / f".{TEST_IMAGES}.{os.getpid()}-{host}.def456.part"  # a live one's (ours)
+    mine = raw / ".notes.part"  # not an import's: never touched
+    for path in (stale, live, mine):
+        path.write_bytes(b"half")
+    assert data.clean_stale_imports(tmp_path / "root") == [stale]
+    stale.write_bytes(b"half")
+    data.import_idx(raw_dir, tmp_path / "root")
+    assert sorted(p.name for p in raw.iterdir()) == sorted([live.name, mine.name, *RAW_FILES])
 
 
 # --------------------------------------------------------------------------- split and constants

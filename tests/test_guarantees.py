@@ -1,0 +1,426 @@
+"""The guarantees the README promises, each exercised the way a hostile or careless user would:
+
+1. checkpoints are written atomically and every one left behind loads, however a run is stopped
+   (SIGINT, SIGTERM, SIGKILL at several moments of a real ``train`` run);
+2. a checkpoint is never unpickled as code (payloads that would create a file are refused, and
+   the file is never created);
+3. a checkpoint never allocates beyond what its weights need (the real model is never built from
+   a crafted file: shown by construction, with a spy, not by timing);
+4. bad input to the command line gets one line and exit code 2 (the checkpoint and data parts);
+5. nothing half-written is left after the next start (``clean_stale`` removes what killed runs left).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from idx_helpers import idx_source
+
+from mnistlib import checkpoints as ck
+from mnistlib import data, safefiles
+from mnistlib.__main__ import main
+from mnistlib.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from mnistlib.data import RAW_FILES
+from mnistlib.models import get_model, list_models
+
+REPO = Path(__file__).resolve().parent.parent
+TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = RAW_FILES
+
+
+def _save(path: Path, name: str = "batchnorm", **options: object) -> Path:
+    return save_checkpoint(path, get_model(name, **options), history={"val_acc": [0.5]}, mean=0.1307, std=0.3081)
+
+
+def _rewrite(good: Path, out: Path, **changes: object) -> Path:
+    payload = torch.load(good, weights_only=True) | changes
+    torch.save(payload, out)
+    return out
+
+
+# --------------------------------------------------------------------------- 2. never unpickled as code
+
+
+class _CreatesAFile:
+    """Unpickled as code, this would create ``target``."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.target), "w"))
+
+
+def _zip_with_data_pkl(pkl: bytes) -> bytes:
+    """A genuine torch zip archive whose pickle is replaced by ``pkl``."""
+    buf = io.BytesIO()
+    torch.save({"format": ck.FORMAT}, buf)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, pkl if item.filename.endswith("data.pkl") else zin.read(item))
+    return out.getvalue()
+
+
+def _malicious(kind: str, marker: Path, path: Path) -> None:
+    payload = {"format": ck.FORMAT, "name": "batchnorm", "state_dict": {}, "mean": 0.1, "std": 0.3,
+               "extra": {"x": _CreatesAFile(marker)}}
+    if kind == "zip":
+        torch.save(payload, path)
+    elif kind == "legacy":
+        torch.save(payload, path, _use_new_zipfile_serialization=False)
+    elif kind == "swapped-pkl":
+        path.write_bytes(_zip_with_data_pkl(pickle.dumps(payload, protocol=2)))
+    else:  # a bare pickle, protocol 0 (text), 2 or 5
+        path.write_bytes(pickle.dumps(payload, protocol=int(kind.removeprefix("pickle"))))
+
+
+@pytest.mark.parametrize("kind", ["zip", "legacy", "swapped-pkl", "pickle0", "pickle2", "pickle5"])
+def test_a_malicious_pickle_is_refused_as_code_and_never_runs(kind: str, tmp_path: Path) -> None:
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "best_model_20240101_120000.pth"
+    _malicious(kind, marker, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    msg = str(info.value)
+    assert "code" in msg and "io.open" in msg and "truncated" not in msg and "\n" not in msg
+    assert not marker.exists()
+
+
+def test_the_cli_refuses_a_malicious_checkpoint_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker, path = tmp_path / "PWNED", tmp_path / "evil.pth"
+    _malicious("zip", marker, path)
+    image = tmp_path / "digit.png"
+    image.write_bytes(b"")
+    assert main(["predict", str(path), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "code" in err
+    assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- 3. never beyond the weights
+
+
+@pytest.fixture
+def builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every model ``load_checkpoint`` builds, by device; building one anywhere but on ``meta``
+    from a crafted file fails the test before any memory is taken."""
+    seen: list[str] = []
+    real = ck.get_model
+
+    def spy(name: str, **options: object) -> torch.nn.Module:
+        device = str(torch.get_default_device())
+        seen.append(device)
+        if device != "meta" and options.get("hidden", 0) > 10_000:
+            raise AssertionError(f"a real model was built from crafted options {options}")
+        return real(name, **options)
+
+    monkeypatch.setattr(ck, "get_model", spy)
+    return seen
+
+
+def test_options_naming_a_huge_model_are_refused_before_it_is_built(tmp_path: Path, builds: list[str]) -> None:
+    good = _save(tmp_path / "good.pth", hidden=32)
+    bad = _rewrite(good, tmp_path / "huge.pth", options={"hidden": 1_000_000_000})  # 12.5 TB of weights
+    assert bad.stat().st_size < 1_000_000
+    with pytest.raises(CheckpointError, match="do not fit model 'batchnorm'") as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
+    assert builds == ["meta"]  # shapes compared on the meta device; the real model was never built
+
+
+def test_options_that_overflow_are_refused(tmp_path: Path, builds: list[str]) -> None:
+    good = _save(tmp_path / "good.pth", hidden=32)
+    bad = _rewrite(good, tmp_path / "overflow.pth", options={"hidden": 10**18})
+    with pytest.raises(CheckpointError, match="cannot rebuild model 'batchnorm'"):
+        load_checkpoint(bad)
+    assert builds == ["meta"]
+
+
+def test_weights_that_repeat_data_are_refused_before_any_build(tmp_path: Path, builds: list[str]) -> None:
+    """Views with stride 0 load from a tiny file and match a huge model's shapes exactly."""
+    with torch.device("meta"):
+        shapes = get_model("batchnorm", hidden=1_000_000).state_dict()
+    good = _save(tmp_path / "good.pth", hidden=32)
+    stored = {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in shapes.items()}
+    bad = _rewrite(good, tmp_path / "views.pth", options={"hidden": 1_000_000}, state_dict=stored)
+    assert bad.stat().st_size < 100_000
+    with pytest.raises(CheckpointError, match="repeat data"):
+        load_checkpoint(bad)
+    assert builds == []
+
+
+def test_a_long_list_option_is_refused_before_any_build(tmp_path: Path, builds: list[str]) -> None:
+    """A list option can mean one layer per entry: even on meta, 10⁵ layers would take a gigabyte."""
+    good = _save(tmp_path / "good.pth", "classic")
+    bad = _rewrite(good, tmp_path / "layers.pth", options={"widths": [8] * 100_000})
+    with pytest.raises(CheckpointError, match="100,000 entries"):
+        load_checkpoint(bad)
+    assert builds == []
+
+
+def test_a_compressed_record_is_refused_before_unpickling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch reads deflated zip records too: 40 MB of weights would come from a 40 kB file."""
+    raw = io.BytesIO()
+    torch.save({"format": ck.FORMAT, "w": torch.zeros(10_000_000)}, raw)
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(io.BytesIO(raw.getvalue())) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item))
+    assert bomb.stat().st_size < 200_000
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("torch.load was called on a compressed archive")
+
+    monkeypatch.setattr(ck.torch, "load", never)
+    with pytest.raises(CheckpointError, match="compressed"):
+        load_checkpoint(bomb)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registry_model_loads_through_the_meta_check(name: str, tmp_path: Path, builds: list[str]) -> None:
+    torch.manual_seed(0)
+    model = get_model(name)
+    path = save_checkpoint(tmp_path / "m.pth", model, mean=0.1307, std=0.3081)
+    loaded = load_checkpoint(path).model
+    assert builds == ["meta", "cpu"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+
+
+# --------------------------------------------------------------------------- 4. one line and exit 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    ["huge-options", "wrong-types", "garbage", "unreadable"],
+)
+def test_evaluate_refuses_a_bad_checkpoint_in_one_line(
+    make: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = _save(tmp_path / "good.pth", hidden=32)
+    bad = tmp_path / "bad.pth"
+    if make == "huge-options":
+        _rewrite(good, bad, options={"hidden": 1_000_000_000})
+    elif make == "wrong-types":
+        _rewrite(good, bad, mean="0.13", epoch={"n": 1})
+    elif make == "garbage":
+        bad.write_bytes(os.urandom(5000))
+    else:
+        bad.write_bytes(good.read_bytes())
+        real_open = open
+
+        def denied(file: object, *args: object, **kwargs: object) -> object:
+            if str(file) == str(bad):  # what a mode-000 file gives (root reads anything)
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr("builtins.open", denied)
+    assert main(["evaluate", str(bad), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.error
+
+    import torchvision
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network (test)")
+
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive", fail)
+    monkeypatch.setattr("urllib.request.urlopen", fail)
+
+
+def test_missing_data_prints_both_fixes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: None,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    good = _save(tmp_path / "good.pth")
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "empty"))
+    assert main(["evaluate", str(good), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "internet" in err and "python -m mnistlib data import" in err and TEST_LABELS in err
+
+
+def test_a_corrupt_data_root_is_one_line_naming_the_file(tmp_path: Path, raw_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    labels = (raw_dir / TEST_LABELS).read_bytes()
+    root = tmp_path / "root"
+    idx_source(root / "MNIST" / "raw", raw_dir, TEST_LABELS, labels[:-1] + bytes([10]))  # a label 10
+    monkeypatch.setenv(data.DATA_ENV, str(root))
+    assert main(["evaluate", str(_save(tmp_path / "good.pth")), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and TEST_LABELS in err and "0–9" in err
+
+
+# --------------------------------------------------------------------------- 1 and 5. kill a real run
+
+#: Runs the CLI with its second checkpoint write (epoch 2's best, over epoch 1's) stopped half-way
+#: for 3 s after creating $KILLTEST_SLOW_SAVE, so the test can signal the process mid-write.
+HOOK = r"""
+import os, sys, time
+import torch
+real_save, saves = torch.save, []
+def slow_save(obj, f, *args, **kwargs):
+    saves.append(f)
+    real_save(obj, f, *args, **kwargs)
+    if len(saves) == 3:  # epoch 1 wrote best and final; this is epoch 2's best
+        with open(f, "r+b") as fh:
+            fh.truncate(os.path.getsize(f) // 2)
+        open(os.environ["KILLTEST_SLOW_SAVE"], "w").close()
+        time.sleep(3)
+        real_save(obj, f, *args, **kwargs)
+torch.save = slow_save
+from mnistlib.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
+MOMENTS = ["startup", "mid-save", "training"]
+
+
+@dataclass
+class Killed:
+    folder: Path
+    returncode: int
+    stderr: str
+    left: list[str]  # every file in the folder after the process ended
+    removed: list[str]  # what clean_stale then removed
+    after: list[str]  # what is left after clean_stale
+
+
+def _moment_reached(moment: str, folder: Path, started: float) -> bool:
+    if moment == "startup":
+        return time.monotonic() - started > 0.3  # still importing torch
+    if moment == "mid-save":
+        return (folder / "SAVING").exists()  # epoch 1's best on disk, half of epoch 2's in a temporary
+    return any(folder.glob("best_model_*.pth"))  # epoch 1 saved, epoch 2 training
+
+
+@pytest.fixture(scope="module")
+def killed_runs(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], Killed]:
+    """Nine short seeded ``train`` runs, each stopped by one signal at one moment, all at once."""
+    base = tmp_path_factory.mktemp("killed")
+    env = {**os.environ, "MNISTLIB_DATA": str(data_root), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    procs: dict[tuple[str, str], tuple[Path, subprocess.Popen, float]] = {}
+    for sig in SIGNALS:
+        for moment in MOMENTS:
+            folder = base / f"{sig}-{moment}" / "checkpoints"
+            folder.mkdir(parents=True)
+            run_env = env | ({"KILLTEST_SLOW_SAVE": str(folder / "SAVING")} if moment == "mid-save" else {})
+            cli = ["-c", HOOK] if moment == "mid-save" else ["-m", "mnistlib"]
+            args = [sys.executable, *cli, "train", "--model", "classic", "--epochs", "2", "--subset", "2000",
+                    "--seed", "0", "--device", "cpu", "--checkpoint-dir", str(folder), "--no-figures", "--quiet"]
+            proc = subprocess.Popen(args, cwd=base, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+            procs[(sig, moment)] = (folder, proc, time.monotonic())
+    waiting = dict(procs)
+    deadline = time.monotonic() + 240
+    while waiting and time.monotonic() < deadline:
+        for key, (folder, proc, started) in list(waiting.items()):
+            if _moment_reached(key[1], folder, started) or proc.poll() is not None:
+                proc.send_signal(SIGNALS[key[0]])
+                del waiting[key]
+        time.sleep(0.02)
+    runs = {}
+    for key, (folder, proc, _) in procs.items():
+        try:
+            _, err = proc.communicate(timeout=max(deadline - time.monotonic(), 30))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        (folder / "SAVING").unlink(missing_ok=True)
+        left = sorted(p.name for p in folder.iterdir())
+        removed = sorted(p.name for p in ck.clean_stale(folder))
+        runs[key] = Killed(folder, proc.returncode, err, left, removed, sorted(p.name for p in folder.iterdir()))
+    return runs
+
+
+CASES = [(s, m) for s in SIGNALS for m in MOMENTS]
+
+
+@pytest.mark.parametrize(("sig", "moment"), CASES, ids=[f"{s}-{m}" for s, m in CASES])
+def test_every_checkpoint_left_by_a_stopped_run_loads(sig: str, moment: str,
+                                                      killed_runs: dict[tuple[str, str], Killed]) -> None:
+    run = killed_runs[(sig, moment)]
+    assert "Traceback" not in run.stderr or moment == "startup", run.stderr
+    for name in run.after:
+        assert not name.startswith("."), f"{name} survived clean_stale"
+        load_checkpoint(run.folder / name)  # raises if half-written
+    if moment != "startup":  # epoch 1's best was on disk before the signal
+        assert any(name.startswith("best_model_") for name in run.after), run.left
+
+
+def test_a_write_killed_half_way_leaves_the_previous_checkpoint(killed_runs: dict[tuple[str, str], Killed]) -> None:
+    """SIGKILL in the middle of writing epoch 2's best over epoch 1's: epoch 1's is still there, whole."""
+    run = killed_runs[("SIGKILL", "mid-save")]
+    best = [name for name in run.after if name.startswith("best_model_")]
+    assert len(best) == 1 and load_checkpoint(run.folder / best[0]).epoch == 1
+    assert any(name.endswith(".part") for name in run.removed)  # the half-written temporary, cleaned
+
+
+@pytest.mark.parametrize("moment", ["mid-save", "training"])
+def test_ctrl_c_stops_cleanly_and_keeps_the_best_checkpoint(moment: str,
+                                                            killed_runs: dict[tuple[str, str], Killed]) -> None:
+    run = killed_runs[("SIGINT", moment)]
+    # During a save the signal waits for the files; epoch 2 was the last, so that run then simply ends.
+    assert run.returncode == (0 if moment == "mid-save" else 130), run.stderr
+    assert run.removed == []  # it released its lock and left no temporary itself
+    best = [name for name in run.after if name.startswith("best_model_")]
+    assert len(best) == 1 and load_checkpoint(run.folder / best[0]).epoch == (2 if moment == "mid-save" else 1)
+
+
+@pytest.mark.parametrize("moment", ["mid-save", "training"])
+def test_sigkill_leftovers_are_cleaned_at_the_next_start(moment: str,
+                                                         killed_runs: dict[tuple[str, str], Killed]) -> None:
+    run = killed_runs[("SIGKILL", moment)]
+    assert run.returncode == -signal.SIGKILL
+    assert any(name.endswith(".lock") for name in run.left)  # the dead run's lock…
+    assert [name for name in run.removed if name.endswith(".lock")] == [n for n in run.left if n.endswith(".lock")]
+    assert not any(name.startswith(".") for name in run.after)  # …and everything hidden is gone
+
+
+@pytest.mark.parametrize("moment", ["mid-save", "training"])
+def test_sigterm_stops_like_ctrl_c(moment: str, killed_runs: dict[tuple[str, str], Killed]) -> None:
+    run = killed_runs[("SIGTERM", moment)]
+    assert run.returncode == (0 if moment == "mid-save" else 130), run.stderr
+    assert run.removed == []  # SIGTERM leaves no lock and no temporary behind
+    assert "Traceback" not in run.stderr and run.stderr.strip()  # it says that it stopped
+
+
+def test_ctrl_c_during_startup_is_one_line(killed_runs: dict[tuple[str, str], Killed]) -> None:
+    run = killed_runs[("SIGINT", "startup")]
+    assert run.returncode == 130 and "Traceback" not in run.stderr, run.stderr
+
+
+def test_a_killed_data_import_is_cleaned_at_the_next_import(raw_dir: Path, tmp_path: Path) -> None:
+    """A ``data import`` killed (SIGKILL) just before its rename leaves a ``.part``; the next one removes it."""
+    root = tmp_path / "root"
+    pid = os.fork()
+    if pid == 0:  # the child: die at the first rename, as `kill -9` would
+        try:
+            data.os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+            data.import_idx(raw_dir, root)
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    raw = root / "MNIST" / "raw"
+    parts = [p.name for p in raw.iterdir()]
+    assert len(parts) == 1 and parts[0].endswith(".part") and f".{pid}-" in parts[0]
+    assert safefiles.is_stale(raw / parts[0])
+    data.import_idx(raw_dir, root)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(RAW_FILES)
