@@ -135,6 +135,25 @@ def _writable_folder(path: str | None, what: str) -> Path | None:
     return folder
 
 
+#: The largest model ``train`` builds: far beyond anything MNIST needs, far below what exhausts a laptop.
+MAX_PARAMETERS = 50_000_000
+
+
+def _check_size(name: str, options: dict) -> None:
+    """Refuse, before allocating anything, options that are invalid or make the model absurdly large."""
+    from .models import parameters_of
+
+    try:
+        n = parameters_of(name, **options)
+    except (TypeError, ValueError) as exc:
+        raise CLIError(" ".join(str(exc).split())) from None
+    except (RuntimeError, OverflowError, MemoryError) as exc:
+        raise CLIError(f"model {name!r} cannot be built with {options}: {' '.join(str(exc).split())[:200]}") from None
+    if n > MAX_PARAMETERS:
+        raise CLIError(f"model {name!r} with {options} would have {n:,} parameters, more than the "
+                       f"{MAX_PARAMETERS:,} this command builds")
+
+
 def _train_settings(args: argparse.Namespace) -> tuple[object, dict]:
     """The recipe to train and the overrides for :func:`mnistlib.recipes.train`, from the arguments."""
     from .config import quick_mode
@@ -159,6 +178,7 @@ def _train_settings(args: argparse.Namespace) -> tuple[object, dict]:
     recipe = get_recipe(args.recipe) if args.recipe else Recipe("custom", f"a {args.model} run", args.model)
     name = args.model or recipe.model
     options = {**recipe.model_options, **_typed_options(name, args.option or [])}
+    _check_size(name, options)
     if quick_mode() and args.epochs is None and args.subset is None:
         overrides |= {"epochs": 1, "subset": 5_000}
         print("MNISTLIB_QUICK is set: 1 epoch on 5,000 training images (pass --epochs/--subset to change)")

@@ -534,8 +534,8 @@ def get_data(
     mean, std = normalization_constants(root)
     train_idx, val_idx = split_indices(len(images), val_size, seed=0)
     if subset is not None:
-        if subset < 1:
-            raise ValueError(f"subset must be ≥ 1, got {subset}")
+        if not 1 <= subset <= len(train_idx):
+            raise ValueError(f"subset must be between 1 and the {len(train_idx):,} training images, got {subset:,}")
         pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))
         train_idx = train_idx[pick[:subset]].sort().values
     common = dict(mean=mean, std=std, device=device)

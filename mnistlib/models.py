@@ -32,6 +32,7 @@ __all__ = [
     "model_options",
     "describe_models",
     "count_parameters",
+    "parameters_of",
     "register",
 ]
 
@@ -363,6 +364,13 @@ def get_model(name: str, **options: object) -> nn.Module:
     model.registry_name = name
     model.registry_options = dict(options)
     return model
+
+
+def parameters_of(name: str, **options: object) -> int:
+    """How many parameters ``get_model(name, **options)`` would have, counted without allocating them
+    (the model is built on PyTorch's ``meta`` device) — to refuse a model too large before building it."""
+    with torch.device("meta"):
+        return count_parameters(get_model(name, **options))
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from mnistlib.__main__ import main
@@ -175,3 +176,78 @@ def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
                          env=env, capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
+
+
+# ----------------------------------------------------------------- issue-19 inputs: one line, exit 2, nothing trained
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--device", "tpu"], "tpu"),
+    (["--device", ""], "device"),
+    (["--device", "cuda:abc"], "cuda:abc"),
+    (["--device", "meta"], "meta"),
+    (["--device", "xpu"], "xpu"),
+    (["--option", "hidden=1000000000"], "parameters"),
+    (["--option", "hidden=lots"], "expects a int"),
+    (["--subset", "70000"], "55,000"),
+])
+def test_bad_training_input_is_one_line(extra: list[str], needle: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    argv = ["train", "--model", "batchnorm", "--epochs", "1", "--checkpoint-dir", str(tmp_path / "c"), "--quiet",
+            *(["--device", "cpu"] if "--device" not in extra else []), *extra]
+    assert main(argv) == 2
+    assert needle in _one_line_error(capsys)
+    assert not list((tmp_path / "c").glob("*.pth"))
+
+
+def test_folders_that_are_files_are_refused_before_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for flag in ("--checkpoint-dir", "--figures"):
+        argv = ["train", "--model", "classic", "--epochs", "1", "--subset", "64", "--device", "cpu", "--quiet", flag,
+                str(a_file)]
+        assert main(argv) == 2
+        assert "is a file" in _one_line_error(capsys)
+
+
+def test_boolean_options_are_read_as_booleans(tmp_path: Path) -> None:
+    assert main(["train", "--model", "classic-bn", "--option", "first_bn=False", "--epochs", "1", "--subset", "64",
+                 "--device", "cpu", "--checkpoint-dir", str(tmp_path), "--no-figures", "--quiet"]) == 0
+    ckpt = load_checkpoint(_only(tmp_path, "final_model_*.pth"))
+    assert ckpt.options["first_bn"] is False
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ckpt.model.features[:3])
+
+
+def test_resume_refuses_changes_to_the_model(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    final = str(_only(trained, "final_model_*.pth"))
+    for extra in (["--option", "hidden=5"], ["--model", "classic"]):
+        assert main(["train", "--resume", final, "--epochs", "1", "--checkpoint-dir", str(tmp_path), *extra]) == 2
+        assert "cannot change a resumed run" in _one_line_error(capsys)
+    assert not list(tmp_path.glob("*.pth"))  # never a checkpoint that would not load
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "0", "-1", "1e5", "fast"])
+def test_absurd_learning_rates_are_refused(lr: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "classic", "--lr", lr])
+    assert exit_info.value.code == 2 and "--lr" in capsys.readouterr().err
+
+
+def test_a_diverging_run_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from mnistlib.callbacks import TrainingDiverged
+
+    def diverge(*args: object, **kwargs: object) -> None:
+        raise TrainingDiverged("the loss became nan at epoch 1, batch 3: the weights are ruined")
+
+    monkeypatch.setattr("mnistlib.recipes.fit", diverge)
+    assert main(["train", "--model", "classic", "--epochs", "1", "--subset", "64", "--device", "cpu",
+                 "--checkpoint-dir", str(tmp_path), "--quiet"]) == 2
+    assert "loss became nan" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("text", "value"), [("0.99", 0.99), ("99", 0.99), ("99%", 0.99), ("1%", 0.01), ("1", 1.0)])
+def test_target_accuracy_reads_fractions_and_percentages(text: str, value: float) -> None:
+    from mnistlib.__main__ import _fraction
+
+    assert _fraction(text) == pytest.approx(value)
