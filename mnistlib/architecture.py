@@ -63,6 +63,7 @@ DEFAULT_INPUT: Shape = (1, 28, 28)
 """One MNIST image: channels, height, width."""
 
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+_ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)  # global pooling: one output sees its whole input
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +168,11 @@ def trace_layers(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) ->
     jump: int | None = 1
     for name, module, in_shape, out_shape in calls:
         kernel = None
-        if isinstance(module, _WINDOWED):
+        if isinstance(module, _ADAPTIVE) and len(out_shape) == 3 and rf is not None and jump is not None:
+            kernel = -(-in_shape[-1] // out_shape[-1])  # each output averages a window this wide
+            rf += (kernel - 1) * jump
+            jump *= in_shape[-1] // out_shape[-1]
+        elif isinstance(module, _WINDOWED):
             kernel = _first(module.kernel_size)
             stride = _first(module.stride if module.stride is not None else module.kernel_size)
             dilation = _first(getattr(module, "dilation", 1))
@@ -204,6 +209,7 @@ def layer_table(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) -> 
     rows.append(("input", "", format_shape(input_size), "", "", "1×1"))
     for info in trace_layers(model, input_size):
         rf = info.receptive_field
+        rf = None if rf is not None and rf >= input_size[-1] else rf  # the whole image (or more, with padding)
         rows.append(
             (
                 info.name,

@@ -39,3 +39,12 @@ def checkpoint_dir() -> Path:
 def quick_mode() -> bool:
     """True when ``$MNISTLIB_QUICK`` asks for the short, seeded schedule used under test."""
     return os.environ.get(QUICK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def quick_overrides(**values: object) -> dict[str, object]:
+    """``values`` under ``$MNISTLIB_QUICK`` (the automatic tests' short schedule), else nothing.
+
+    A lesson's settings cell stays what a learner runs; the cell after it applies
+    ``globals().update(quick_overrides(EPOCHS=2, ...))``, which changes nothing outside the tests.
+    """
+    return dict(values) if quick_mode() else {}

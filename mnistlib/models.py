@@ -135,10 +135,13 @@ class TwoConvCNN(MNISTNet):
 
 
 class OneByOneNet(MNISTNet):
-    """The 1×1-convolution net: four 3×3 conv blocks, 1×1 convs squeeze or refine, FC 1568→10.
+    """The 1×1-convolution net: four 3×3 conv blocks with 1×1 convs between them, FC 1568→10.
 
-    24,210 parameters, as its write-up's torchsummary table says. The write-up ends in LogSoftmax;
-    we return the logits (``CrossEntropyLoss`` = LogSoftmax + ``NLLLoss``, so training is the same).
+    24,210 parameters, as its write-up's torchsummary table says. Its write-up calls the 1×1 convs
+    "squeeze" and "refine" layers, but no ReLU follows them: each is a linear map that folds into the
+    next convolution (or the Linear layer), so they change the parameter count, not what the net can
+    compute. The write-up ends in LogSoftmax; we return the logits (``CrossEntropyLoss`` = LogSoftmax
+    + ``NLLLoss``, so training is the same).
     """
 
     def __init__(self) -> None:
@@ -150,13 +153,13 @@ class OneByOneNet(MNISTNet):
             nn.Conv2d(8, 16, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),  # 14 → 7
-            nn.Conv2d(16, 8, kernel_size=1),  # squeeze channels
+            nn.Conv2d(16, 8, kernel_size=1),  # fewer channels (no ReLU after: linear, folds into the next conv)
             nn.Conv2d(8, 16, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(16, 16, kernel_size=1),  # refine
+            nn.Conv2d(16, 16, kernel_size=1),  # the write-up's "refine": linear too
             nn.Conv2d(16, 32, kernel_size=3, padding=1),
             nn.ReLU(),
-            nn.Conv2d(32, 32, kernel_size=1),  # refine
+            nn.Conv2d(32, 32, kernel_size=1),  # linear: folds into the Linear layer
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
 

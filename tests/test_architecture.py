@@ -275,3 +275,11 @@ def test_no_error_for_every_registry_model() -> None:
         assert explain_shape_error(get_model(name)) == (
             "No shape error: one 1×28×28 image goes through and comes out as 10 values."
         )
+
+
+def test_global_average_pooling_sees_the_whole_image() -> None:
+    """After AdaptiveAvgPool2d(1) one value averages every position: its field is the whole 28×28 image."""
+    rows = trace_layers(get_model("record"))
+    pool = next(r for r in rows if r.kind == "AdaptiveAvgPool2d")
+    assert pool.receptive_field >= 28
+    assert layer_table(get_model("record")).splitlines()[-3].split()[-1] == "all"
