@@ -72,6 +72,13 @@ def conv_layers(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def activation_after(model: nn.Module, layer: str) -> str:
+    """The first ReLU registered after ``layer`` (what the next layer reads), or ``layer`` if none follows."""
+    names = layer_names(model)
+    later = names[names.index(layer) + 1:] if layer in names else []
+    return next((n for n in later if isinstance(get_layer(model, n), nn.ReLU)), layer)
+
+
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The sub-module called ``name``; :class:`LayerNotFoundError` lists the names if missing."""
     modules = dict(model.named_modules())

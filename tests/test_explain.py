@@ -352,3 +352,12 @@ def test_capture_agrees_with_lesson_02_trace(name: str) -> None:
         assert tuple(maps[r.name].shape[1:]) == r.output_shape
         if r.kind == "Conv2d":
             assert E.receptive_field(model, r.name) == r.receptive_field
+
+
+def test_activation_after_finds_the_relu_the_next_layer_reads() -> None:
+    from mnistlib.models import get_model
+
+    model = get_model("batchnorm")
+    assert E.activation_after(model, "features.0") == "features.2"  # conv → BatchNorm → ReLU
+    assert E.activation_after(get_model("one-by-one"), "features.6") == "features.8"  # 1×1, then 3×3 + ReLU
+    assert E.activation_after(model, "classifier.4") == "classifier.4"  # nothing after it
