@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: lab test setup lint clean-venv
+.PHONY: lab test test-full setup lint clean-venv
 
 setup: $(STAMP)
 
@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# Root (containers, many cloud machines) needs --allow-root; nobody else gets it.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/
 
 # Notebooks run their short, seeded schedule (MNISTLIB_QUICK=1) and write checkpoints to a
 # throw-away folder. One lesson: make test TESTS=notebooks/03_training.ipynb
@@ -31,6 +33,11 @@ test: $(STAMP)
 	  $(PY) -m pytest $(TESTS) --nbval-lax --nbval-current-env \
 	  --nbval-kernel-startup-timeout 120 --nbval-cell-timeout 600 $(PYTEST_ARGS); \
 	status=$$?; rm -rf $$ckpt; exit $$status
+
+# Every lesson at its full default settings, in order, from a fresh checkpoint folder, as a learner
+# runs them; the executed copies (and each lesson's seconds) land in build/executed/ for the book.
+test-full: $(STAMP)
+	MPLBACKEND=Agg TQDM_DISABLE=1 $(PY) tests/run_lessons.py --out build/executed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

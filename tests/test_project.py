@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -96,3 +97,29 @@ def test_ruff_clean() -> None:
     result = subprocess.run([ruff, "check", "mnistlib", "tests", "benchmarks", ".ci"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_full_run_checker_flags_a_lesson_that_loaded_another_model() -> None:
+    """``make test-full`` fails when a later lesson used anything but lesson 03's main run."""
+    import nbformat
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from run_lessons import wrong_models
+
+    def lesson(line: str) -> nbformat.NotebookNode:
+        cell = nbformat.v4.new_code_cell("load_or_train()", outputs=[nbformat.v4.new_output("stream", text=line)])
+        return nbformat.v4.new_notebook(cells=[cell])
+
+    good = "Using best_model_20261202_1.pth — batchnorm, epoch 5 (the best checkpoint of the run tagged 'lesson-03')\n"
+    bad = "Using best_model_20261202_2.pth — batchnorm, epoch 1 (no run tagged 'lesson-03': trained now)\n"
+    assert wrong_models(lesson(good)) == []
+    assert wrong_models(lesson(bad)) == ["best_model_20261202_2.pth (no run tagged 'lesson-03': trained now)"]
+
+
+def test_make_lab_allows_root_only_for_root() -> None:
+    """Jupyter refuses to run as root without --allow-root (containers, cloud machines): make lab adds it."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True)
+    line = next(line for line in dry.stdout.splitlines() if "jupyter lab" in line)
+    assert ("--allow-root" in line) == (os.geteuid() == 0)
