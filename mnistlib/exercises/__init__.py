@@ -19,6 +19,7 @@ from .core import Exercise, ExerciseFailed, Feedback, LessonMaterial, Reading, W
 
 __all__ = [
     "LESSONS",
+    "UnknownLessonError",
     "material",
     "Exercise",
     "ExerciseFailed",
@@ -34,9 +35,18 @@ __all__ = [
 LESSONS = tuple(n for n in range(1, 10) if importlib.util.find_spec(f"{__name__}.lesson{n:02d}"))
 
 
+class UnknownLessonError(KeyError, ValueError):
+    """A lesson number with no material; the message lists the lessons that have some."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
 def material(lesson: int | str) -> LessonMaterial:
     """The material of one lesson (``3``, ``"03"`` or ``"lesson03"``)."""
-    number = int(str(lesson).removeprefix("lesson"))
+    text = str(lesson).removeprefix("lesson")
+    number = int(text) if text.isdigit() else -1
     if number not in LESSONS:
-        raise KeyError(f"no material for lesson {lesson!r}; lessons are {', '.join(f'{n:02d}' for n in LESSONS)}")
+        known = ", ".join(f"{n:02d}" for n in LESSONS)
+        raise UnknownLessonError(f"no material for lesson {lesson!r}; lessons are {known}")
     return importlib.import_module(f"{__name__}.lesson{number:02d}").MATERIAL

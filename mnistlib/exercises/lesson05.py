@@ -351,3 +351,6 @@ MATERIAL = LessonMaterial(
     papers=PAPERS,
     docs=DOCS,
 )
+
+#: A fresh quiz widget for this lesson (the notebook cell calls it).
+quiz = MATERIAL.make_quiz
