@@ -353,7 +353,8 @@ PAPERS = (
         2003,
     ),
     Reading("The MNIST database of handwritten digits", "https://yann.lecun.com/exdb/mnist/",
-            "the original page: where the digits come from and the classic results table."),
+            "the original page: where the digits come from and the classic results table.",
+            "LeCun, Cortes & Burges", 1998),
 )
 
 DOCS = (
