@@ -139,8 +139,10 @@ def test_landing_page_lists_every_lesson_and_search_works(book, browser) -> None
         for lesson in lessons:
             link = page.locator(f'article a[href^="{lesson.slug}/"]')
             assert link.count() >= 1, f"no link to {lesson.slug} on the landing page"
-        page.locator(".md-search__input").fill("receptive")
+        page.locator(".md-search__input").click()
+        page.keyboard.type("receptive", delay=50)  # real key presses: the search reacts to key events
         page.wait_for_selector(".md-search-result__item", timeout=PAGE_S * 1000)
+        assert "receptive" in page.locator(".md-search-result").inner_text().lower()
         assert outside == [], outside
     finally:
         page.close()

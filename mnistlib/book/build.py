@@ -270,7 +270,7 @@ def _finish(site: Path, lessons: Sequence[Lesson]) -> None:
 def build(notebooks: str | Path = DEFAULT_NOTEBOOKS, out: str | Path = "build/site") -> BuildResult:
     """Build the book from the executed lessons in ``notebooks`` into ``out`` (replaced at the end)."""
     start = time.perf_counter()
-    source, out = Path(notebooks), Path(out)
+    source, out = Path(notebooks).resolve(), Path(out).resolve()
     lessons = find_lessons(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as tmp:
