@@ -30,7 +30,8 @@ def _nb(cells: list[dict], **meta) -> dict:
 def test_prepare_replaces_widget_views_and_tags_hidden_solutions() -> None:
     quiz_html = material(1).make_quiz().static_html()
     cells = [
-        {"cell_type": "markdown", "metadata": {}, "source": ["# T\n", "$x^2$"]},
+        {"cell_type": "markdown", "metadata": {},
+         "source": ["# T\n", "$x^2$\n", "## `fit`: the loop\n", "`code` stays"]},
         {"cell_type": "code", "metadata": {}, "source": "w", "outputs": [
             {"output_type": "display_data", "metadata": {},
              "data": {WIDGET_VIEW: {"model_id": "a"}, "text/plain": "VBox()"}},
@@ -47,6 +48,7 @@ def test_prepare_replaces_widget_views_and_tags_hidden_solutions() -> None:
     assert WIDGET_VIEW not in quiz["data"] and quiz["data"]["text/html"] == quiz_html
     assert out["cells"][2]["metadata"]["tags"] == ["solution"]
     assert "<math" in out["cells"][0]["source"]
+    assert "## fit: the loop\n`code` stays" in out["cells"][0]["source"]
 
 
 def test_finishing_wraps_each_solution_once_and_fixes_links() -> None:

@@ -7,6 +7,7 @@ of each notebook is prepared for a page without a kernel:
 * widget outputs lose their widget view (it needs a kernel and a CDN script) and keep a static
   version — a quiz its answers-in-``<details>`` HTML, any other widget a one-line note;
 * maths (``$…$``, ``$$…$$``) becomes MathML, which browsers render natively: no MathJax;
+* headings lose their backticks (the table of contents would drop the words inside them);
 * worked solutions (tag ``solution``, or ``jupyter.source_hidden``) are wrapped in a closed
   ``<details>`` after rendering; links between lessons point at their pages.
 
@@ -159,6 +160,11 @@ def markdown_maths(text: str) -> str:
     return "".join(p if i % 2 else convert(p) for i, p in enumerate(pieces))
 
 
+def _plain_headings(text: str) -> str:
+    """Drop backticks from heading lines: mkdocs-jupyter's table of contents deletes `code` spans."""
+    return re.sub(r"^(#{1,6}\s.*)$", lambda m: m.group(1).replace("`", ""), text, flags=re.MULTILINE)
+
+
 def _static_output(output: dict[str, Any]) -> dict[str, Any]:
     data = output.get("data")
     if not isinstance(data, dict) or WIDGET_VIEW not in data:
@@ -176,7 +182,7 @@ def prepare_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     for cell in nb["cells"]:
         meta = cell.setdefault("metadata", {})
         if cell.get("cell_type") == "markdown":
-            cell["source"] = markdown_maths(_source(cell))
+            cell["source"] = _plain_headings(markdown_maths(_source(cell)))
         elif cell.get("cell_type") == "code":
             cell["outputs"] = [_static_output(o) for o in cell.get("outputs", [])]
             tags = meta.setdefault("tags", [])
