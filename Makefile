@@ -44,3 +44,19 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The series as a static HTML book (offline: mkdocs + mkdocs-jupyter, nothing loaded from another host),
+# rendered from executed notebooks — by default the ones `make test-full` writes to build/executed/.
+#   make book                              → build/site/ ; open with: make book-serve
+#   make book BOOK_NOTEBOOKS=some/folder   → from other executed notebooks
+BOOK_NOTEBOOKS ?= build/executed
+BOOK_SITE      ?= build/site
+.PHONY: book book-serve
+book: $(STAMP)
+	@ls $(BOOK_NOTEBOOKS)/[0-9][0-9]_*.ipynb >/dev/null 2>&1 || { \
+	  echo "No executed lessons in $(BOOK_NOTEBOOKS)/: run 'make test-full' first (it executes every lesson"; \
+	  echo "into build/executed/), or point BOOK_NOTEBOOKS at a folder of executed notebooks."; exit 1; }
+	$(PY) -m mnistlib.book build --notebooks $(BOOK_NOTEBOOKS) --out $(BOOK_SITE)
+
+book-serve: $(STAMP)
+	$(PY) -m mnistlib.book serve $(BOOK_SITE)

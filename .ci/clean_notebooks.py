@@ -1,7 +1,8 @@
 """Strip noise from the lesson notebooks so diffs stay readable.
 
 Keeps the outputs of cells marked ``# NBVAL_CHECK_OUTPUT`` (nbval compares them), drops every
-other output, execution counts and per-cell metadata except tags. ``--check`` exits 1 when a
+other output, execution counts and per-cell metadata except tags and JupyterLab's
+``jupyter.source_hidden`` / ``outputs_hidden`` flags (worked solutions stay collapsed). ``--check`` exits 1 when a
 notebook is not clean (used by the test suite), otherwise files are rewritten in place.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 MARK = "# NBVAL_CHECK_OUTPUT"
 KEEP_NB_META = ("kernelspec", "language_info")
+HIDDEN_FLAGS = ("source_hidden", "outputs_hidden")
 
 
 def clean(nb: dict) -> dict:
@@ -24,8 +26,12 @@ def clean(nb: dict) -> dict:
         nb["metadata"]["language_info"] = {"name": li.get("name", "python")}
     for cell in nb["cells"]:
         cell.pop("id", None)
-        tags = cell.get("metadata", {}).get("tags")
-        cell["metadata"] = {"tags": tags} if tags else {}
+        meta = cell.get("metadata", {})
+        cell["metadata"] = {"tags": meta["tags"]} if meta.get("tags") else {}
+        # Collapsed cells (a worked solution) stay collapsed: keep JupyterLab's hidden flags only.
+        hidden = {k: v for k, v in meta.get("jupyter", {}).items() if k in HIDDEN_FLAGS and v}
+        if hidden:
+            cell["metadata"]["jupyter"] = hidden
         if cell["cell_type"] != "code":
             continue
         src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]

@@ -40,6 +40,8 @@ __all__ = [
     "LoadedModel",
     "Prediction",
     "STEP_TITLES",
+    "centre_in_frame",
+    "centre_of_mass",
     "classify",
     "example_strokes",
     "load_image",
@@ -275,7 +277,7 @@ def _resize(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
     """(row, column) of the intensity-weighted centre, in pixel-index coordinates."""
     total = float(a.sum())
     if total <= 0:
@@ -283,6 +285,25 @@ def _centre_of_mass(a: np.ndarray) -> tuple[float, float]:
     rows = np.arange(a.shape[0], dtype=np.float64)
     cols = np.arange(a.shape[1], dtype=np.float64)
     return float(a.sum(axis=1) @ rows) / total, float(a.sum(axis=0) @ cols) / total
+
+
+_centre_of_mass = centre_of_mass  # the name the tests and older code use
+
+
+def centre_in_frame(digit: np.ndarray, frame: int = FRAME) -> np.ndarray:
+    """Paste ``digit`` (at most ``frame`` pixels a side) into a blank ``frame``×``frame`` image so
+    that its centre of mass lands on pixel (frame/2, frame/2) — where MNIST's centres of mass lie
+    (13.5–14.5, measured) — by an integer shift, clamped so that no ink falls off the frame."""
+    h, w = digit.shape
+    if h > frame or w > frame:
+        raise DrawingError(f"a {w}×{h} digit does not fit a {frame}×{frame} frame")
+    cy, cx = centre_of_mass(digit)
+    centre = frame / 2
+    top = min(max(round(centre - cy), 0), frame - h)
+    left = min(max(round(centre - cx), 0), frame - w)
+    out = np.zeros((frame, frame), dtype=np.float32)
+    out[top : top + h, left : left + w] = digit
+    return out
 
 
 #: Titles for the intermediate images returned by ``prepare_digit(..., steps=True)``.
@@ -311,14 +332,7 @@ def prepare_digit(image: Any, *, steps: bool = False) -> Any:
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     scaled = _resize(cropped, (new_w, new_h))
     scaled /= max(float(scaled.max()), 1e-6)
-    cy, cx = _centre_of_mass(scaled)
-    # Integer shift putting the centre of mass on pixel (14, 14) — where MNIST's centres of mass
-    # lie (13.5–14.5, measured) — clamped so that no ink falls off the frame.
-    centre = FRAME / 2
-    top = min(max(round(centre - cy), 0), FRAME - new_h)
-    left = min(max(round(centre - cx), 0), FRAME - new_w)
-    frame = np.zeros((FRAME, FRAME), dtype=np.float32)
-    frame[top : top + new_h, left : left + new_w] = scaled
+    frame = centre_in_frame(scaled)
     if steps:
         return {"gray": gray, "ink": ink, "cropped": cropped, "scaled": scaled, "centred": frame}
     return frame
@@ -488,7 +502,7 @@ def plot_steps(image: Any) -> Any:
         ax.set_xticks([])
         ax.set_yticks([])
     centre = steps["centred"]
-    cy, cx = _centre_of_mass(centre)
+    cy, cx = centre_of_mass(centre)
     axes[-1].plot([cx], [cy], "r+", markersize=12)
     fig.tight_layout()
     return fig
