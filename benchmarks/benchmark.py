@@ -35,9 +35,6 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
-from torch.utils.data import DataLoader, Subset
-
-from mnistlib.data import TensorLoader, get_data, torchvision_loaders
 from mnistlib.fast import (
     FAST_RECIPES,
     TimedRun,
@@ -49,6 +46,9 @@ from mnistlib.fast import (
     to_channels_last,
     train_timed,
 )
+from torch.utils.data import DataLoader, Subset
+
+from mnistlib.data import TensorLoader, get_data, torchvision_loaders
 from mnistlib.models import count_parameters, get_model
 from mnistlib.recipes import get_recipe
 

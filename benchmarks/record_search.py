@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from mnistlib.fast import FAST_RECIPES
 from torch import nn
 
 from mnistlib.checkpoints import load_checkpoint, save_checkpoint
 from mnistlib.data import get_augment, get_data
-from mnistlib.fast import FAST_RECIPES
 from mnistlib.models import count_parameters, get_model
 from mnistlib.training import evaluate, fit, recalibrate_batchnorm
 

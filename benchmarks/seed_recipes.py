@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import torch
+from mnistlib.fast import cpu_name
 
 from mnistlib.evaluation import compare_recipes, format_table
-from mnistlib.fast import cpu_name
 from mnistlib.recipes import SEED_RECIPES
 
 
