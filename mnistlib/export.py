@@ -44,6 +44,7 @@ __all__ = [
     "export_onnx",
     "load_onnx",
     "onnx_accuracy",
+    "onnx_session",
     "quantize_int8",
     "run_export_command",
     "run_onnx",
@@ -262,7 +263,8 @@ class TrainingImagesReader:
 # --------------------------------------------------------------------------------------------
 
 
-def _session(path: str | Path, threads: int | None = None) -> Any:
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for an ONNX file (``threads``: intra-op threads, None: its default)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -279,7 +281,7 @@ def _session(path: str | Path, threads: int | None = None) -> Any:
 def run_onnx(session: Any, x: np.ndarray, batch: int = 1_000) -> np.ndarray:
     """Logits of an onnxruntime session (or an ONNX path) for a normalised batch, ``batch`` at a time."""
     if isinstance(session, (str, Path)):
-        session = _session(session)
+        session = onnx_session(session)
     chunks = [session.run(None, {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
 
@@ -298,7 +300,7 @@ class OnnxModule(nn.Module):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = Path(path)
-        self.session = _session(self.path)
+        self.session = onnx_session(self.path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().to("cpu", torch.float32).contiguous().numpy()
@@ -391,7 +393,7 @@ def check_parity(path: str | Path, model: nn.Module, x: np.ndarray, name: str = 
     Uneven batch sizes also prove the batch dimension is dynamic.
     """
     path = Path(path)
-    session = _session(path)
+    session = onnx_session(path)
     sizes = tuple(s for s in (1, 37, len(x) - 38) if s > 0)
     starts = np.cumsum((0, *sizes))
     got = np.concatenate([run_onnx(session, x[a:b], batch=len(x)) for a, b in zip(starts[:-1], starts[1:],

@@ -1,0 +1,212 @@
+"""PyTorch float32 against ONNX float32 and ONNX int8, in one run, on one trained checkpoint.
+
+For each: file size, test accuracy (10,000 images) and images/s with batches of 1 and of 1,000,
+all on the CPU with the same number of threads. Prints a markdown table and stores the figures
+under the key ``"export"`` of ``benchmarks/results.json`` (the other keys are kept).
+
+    MNISTLIB_DATA=/path/to/data python benchmarks/export_speed.py                 # trains the checkpoint first
+    python benchmarks/export_speed.py --checkpoint checkpoints/best_model_X.pth   # or measure yours
+    python benchmarks/export_speed.py --smoke                                     # seconds: a sanity check
+
+Without ``--checkpoint`` it trains one first with :data:`TRAIN_COMMAND` (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import mnistlib
+from mnistlib import export as ex
+from mnistlib.checkpoints import load_checkpoint, plain
+from mnistlib.devices import eval_mode
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+KEY = "export"
+TRAIN_ARGS = ["train", "--model", "batchnorm", "--epochs", "2", "--scheduler", "onecycle", "--lr", "5e-3",
+              "--batch-size", "64"]
+TRAIN_COMMAND = "python -m mnistlib " + " ".join(TRAIN_ARGS)
+LABELS = {"pytorch": "PyTorch float32", "onnx": "ONNX float32", "int8": "ONNX int8"}
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def cpu_name() -> str:
+    """The processor's model name, from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_results(key: str, value: dict, path: Path = RESULTS) -> None:
+    """Store ``value`` under ``key`` in the results file: read, modify, write atomically (other keys kept)."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = value
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def train_checkpoint(folder: Path) -> Path:
+    """Train the benchmark's checkpoint with the command line (:data:`TRAIN_COMMAND`); returns the best file."""
+    cmd = [sys.executable, "-m", "mnistlib", *TRAIN_ARGS, "--checkpoint-dir", str(folder), "--no-figures",
+           "--quiet"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return sorted(folder.glob("best_model_*.pth"))[-1]
+
+
+def weights_bytes(model: torch.nn.Module) -> int:
+    """Size of the model's weights saved alone with ``torch.save`` (a checkpoint adds optimizer state)."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def images_per_second(run, x: np.ndarray, batch: int, seconds: float) -> float:
+    """Median images/s of ``run`` on batches of ``batch`` from ``x``, over three timings of ``seconds``."""
+    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
+    for b in batches[:3]:
+        run(b)  # warm up
+    rates = []
+    for _ in range(3):
+        n, start, i = 0, time.perf_counter(), 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            run(batches[i % len(batches)])
+            n, i = n + batch, i + 1
+        rates.append(n / elapsed)
+    return float(np.median(rates))
+
+
+# ------------------------------------------------------------------------------------ measuring
+
+
+def measure(checkpoint: Path, threads: int, seconds: float, folder: Path) -> dict:
+    """Every figure of the table, plus the parity and int8 reports, for one checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    fp32, int8 = folder / "model.onnx", folder / "model_int8.onnx"
+    parity = ex.export_onnx(ckpt, fp32)
+    quant = ex.quantize_int8(fp32, int8)
+    x, labels = ex.test_images(None, ckpt.mean, ckpt.std)
+    torch.set_num_threads(threads)
+
+    def pytorch(b: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return ckpt.model(torch.from_numpy(b)).numpy()
+
+    sessions = {k: ex.onnx_session(p, threads) for k, p in (("onnx", fp32), ("int8", int8))}
+    runners = {"pytorch": pytorch, **{k: (lambda b, s=s: s.run(None, {ex.INPUT_NAME: b})[0])
+                                      for k, s in sessions.items()}}
+    sizes = {"pytorch": weights_bytes(ckpt.model), "onnx": fp32.stat().st_size, "int8": int8.stat().st_size}
+    rows = {}
+    with eval_mode(ckpt.model):
+        for key, run in runners.items():
+            logits = np.concatenate([run(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+            rows[key] = {
+                "label": LABELS[key], "bytes": sizes[key],
+                "test_accuracy": float((logits.argmax(1) == labels).mean()),
+                "images_per_s_batch_1": images_per_second(run, x[:2000], 1, seconds),
+                "images_per_s_batch_1000": images_per_second(run, x, 1000, seconds),
+            }
+    return {"checkpoint": ckpt, "rows": rows, "parity": parity, "int8": quant}
+
+
+def render_table(export: dict) -> str:
+    """The markdown table of ``results.json["export"]`` (the README shows exactly this)."""
+    lines = ["| model | file size | test accuracy | images/s, batch 1 | images/s, batch 1,000 |",
+             "|---|---:|---:|---:|---:|"]
+    for row in export["rows"].values():
+        lines.append(f"| {row['label']} | {row['bytes'] / 1024:,.0f} KiB | {row['test_accuracy']:.2%} | "
+                     f"{row['images_per_s_batch_1']:,.0f} | {row['images_per_s_batch_1000']:,.0f} |")
+    return "\n".join(lines)
+
+
+def record(measured: dict, args: argparse.Namespace, source: str, started: float) -> dict:
+    """The JSON-ready entry for results.json."""
+    import onnxruntime
+
+    ckpt, parity, quant = measured["checkpoint"], measured["parity"], measured["int8"]
+    return plain({
+        "rows": measured["rows"],
+        "model": ckpt.name,
+        "checkpoint": source,
+        "best_val_acc": ckpt.best_val_acc,
+        "parity": {"images": parity.n_images, "same_predictions": parity.same_predictions,
+                   "max_abs_logit_diff": parity.max_abs_diff, "opset": parity.opset},
+        "int8": {"calibration_images": quant.n_calibration, "agreement_with_float32": quant.agreement,
+                 "reduce_range": quant.reduce_range, "size_ratio": quant.size_ratio},
+        "threads": args.threads,
+        "load_average": [round(v, 2) for v in measured["load"]] if measured.get("load") else None,
+        "mode": "smoke" if args.smoke else "full",
+        "machine": f"{os.cpu_count()}-core CPU ({cpu_name()})",
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "mnistlib": mnistlib.__version__,
+        "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": "python benchmarks/export_speed.py " + shlex.join(sys.argv[1:]),
+    })
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help=f"measure this checkpoint [train one: {TRAIN_COMMAND}]")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for PyTorch and onnxruntime [2]")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each speed timing [2]")
+    parser.add_argument("--smoke", action="store_true", help="short timings, results.json untouched")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results file [benchmarks/results.json]")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    with tempfile.TemporaryDirectory() as work:
+        if args.checkpoint:
+            path, source = Path(args.checkpoint), f"given: {Path(args.checkpoint).name}"
+        else:
+            print(f"training the checkpoint: {TRAIN_COMMAND}", flush=True)
+            path, source = train_checkpoint(Path(work)), f"trained by this run: {TRAIN_COMMAND}"
+        measured = measure(path, args.threads, 0.2 if args.smoke else args.seconds, Path(work))
+    if load_before is not None:
+        measured["load"] = (load_before, os.getloadavg()[0])
+    entry = record(measured, args, source, started)
+    print(f"\nCheckpoint: {source} (model {entry['model']}, validation accuracy {entry['best_val_acc']:.2%})")
+    print(measured["parity"])
+    print(measured["int8"], "\n")
+    print(render_table(entry))
+    print(f"\nMeasured on: {entry['machine']}, torch {entry['torch']}, onnxruntime {entry['onnxruntime']}; "
+          f"{args.threads} threads; load average {entry['load_average']} before/after; {entry['date']}; "
+          f"{entry['seconds']:.0f} s in all.\nCommand: `{entry['command']}`")
+    if not args.smoke:
+        write_results(KEY, entry, args.results)
+        print(f"wrote {args.results} [{KEY!r}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
