@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: lab test setup lint clean-venv
+.PHONY: lab test setup lint clean-venv app
 
 setup: $(STAMP)
 
@@ -37,3 +37,9 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Lesson 09's drawing web app on http://127.0.0.1:8501 (this computer only), serving the newest best
+# checkpoint. Another model or port: make app APP_ARGS="--checkpoint model.onnx --port 8502"
+APP_ARGS ?=
+app: $(STAMP)
+	$(PY) -m mnistlib.webapp $(APP_ARGS)
