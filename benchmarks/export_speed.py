@@ -90,21 +90,6 @@ def weights_bytes(model: torch.nn.Module) -> int:
     return buf.tell()
 
 
-def images_per_second(run, x: np.ndarray, batch: int, seconds: float) -> float:
-    """Median images/s of ``run`` on batches of ``batch`` from ``x``, over three timings of ``seconds``."""
-    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
-    for b in batches[:3]:
-        run(b)  # warm up
-    rates = []
-    for _ in range(3):
-        n, start, i = 0, time.perf_counter(), 0
-        while (elapsed := time.perf_counter() - start) < seconds:
-            run(batches[i % len(batches)])
-            n, i = n + batch, i + 1
-        rates.append(n / elapsed)
-    return float(np.median(rates))
-
-
 # ------------------------------------------------------------------------------------ measuring
 
 
@@ -132,8 +117,8 @@ def measure(checkpoint: Path, threads: int, seconds: float, folder: Path) -> dic
             rows[key] = {
                 "label": LABELS[key], "bytes": sizes[key],
                 "test_accuracy": float((logits.argmax(1) == labels).mean()),
-                "images_per_s_batch_1": images_per_second(run, x[:2000], 1, seconds),
-                "images_per_s_batch_1000": images_per_second(run, x, 1000, seconds),
+                "images_per_s_batch_1": ex.images_per_second(run, x[:2000], 1, seconds),
+                "images_per_s_batch_1000": ex.images_per_second(run, x, 1000, seconds),
             }
     return {"checkpoint": ckpt, "rows": rows, "parity": parity, "int8": quant}
 

@@ -44,6 +44,7 @@ __all__ = [
     "export_onnx",
     "load_onnx",
     "onnx_accuracy",
+    "images_per_second",
     "onnx_session",
     "quantize_int8",
     "run_export_command",
@@ -289,6 +290,23 @@ def run_onnx(session: Any, x: np.ndarray, batch: int = 1_000) -> np.ndarray:
 def onnx_accuracy(path: str | Path, x: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of ``x`` that the ONNX model at ``path`` classifies as ``labels``."""
     return float((run_onnx(path, x).argmax(1) == labels).mean())
+
+
+def images_per_second(run: Any, x: np.ndarray, batch: int, seconds: float = 1.0, repeats: int = 3) -> float:
+    """Median images/s of ``run(batch_of_x)`` over ``repeats`` timings of about ``seconds`` each (after a warm-up)."""
+    import time
+
+    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
+    for b in batches[:3]:
+        run(b)
+    rates = []
+    for _ in range(repeats):
+        n, i, start = 0, 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            run(batches[i % len(batches)])
+            n, i = n + len(batches[i % len(batches)]), i + 1
+        rates.append(n / elapsed)
+    return float(np.median(rates))
 
 
 class OnnxModule(nn.Module):
