@@ -35,6 +35,8 @@ from mnistlib.checkpoints import load_checkpoint, plain
 from mnistlib.devices import eval_mode
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
+README = Path(__file__).resolve().parent.parent / "README.md"
+MARKERS = ("<!-- results:export -->", "<!-- /results:export -->")
 KEY = "export"
 TRAIN_ARGS = ["train", "--model", "batchnorm", "--epochs", "2", "--scheduler", "onecycle", "--lr", "5e-3",
               "--batch-size", "64"]
@@ -133,6 +135,38 @@ def render_table(export: dict) -> str:
     return "\n".join(lines)
 
 
+def render_block(export: dict) -> str:
+    """The README's block between :data:`MARKERS`: the table, where and how it was measured."""
+    int8 = export["int8"]
+    return (f"{render_table(export)}\n\n"
+            f"Checkpoint: {export['checkpoint']} (model `{export['model']}`). ONNX float32 predicts the same digit as "
+            f"PyTorch for {export['parity']['same_predictions']:,} of {export['parity']['images']:,} test images "
+            f"(largest logit difference {export['parity']['max_abs_logit_diff']:.1e}); int8, calibrated on "
+            f"{int8['calibration_images']:,} training images, agrees with float32 on "
+            f"{int8['agreement_with_float32']:.2%} of the 10,000. File size: the weights alone for PyTorch "
+            f"(`torch.save(model.state_dict())`), the whole file for ONNX.\n\n"
+            f"Measured on: {export['machine']}, torch {export['torch']}, onnxruntime {export['onnxruntime']}; "
+            f"{export['threads']} threads; load average {export['load_average']} before/after; {export['date']}; "
+            f"{export['seconds']:.0f} s in all.\nCommand: `{export['command']}`")
+
+
+def update_readme(export: dict, readme: Path = README) -> None:
+    """Replace the README's block between :data:`MARKERS` with :func:`render_block` (atomic write)."""
+    text = readme.read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    text = f"{text[:start]}\n{render_block(export)}\n{text[end:]}"
+    fd, tmp = tempfile.mkstemp(dir=readme.parent, prefix=".README.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, readme.stat().st_mode & 0o777)
+        os.replace(tmp, readme)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def record(measured: dict, args: argparse.Namespace, source: str, started: float) -> dict:
     """The JSON-ready entry for results.json."""
     import onnxruntime
@@ -167,7 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each speed timing [2]")
     parser.add_argument("--smoke", action="store_true", help="short timings, results.json untouched")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results file [benchmarks/results.json]")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="only rewrite the README's table from the results file, measure nothing")
     args = parser.parse_args(argv)
+    if args.update_readme:
+        update_readme(json.loads(args.results.read_text())[KEY])
+        print(f"updated {README}")
+        return 0
     started = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory() as work:
@@ -189,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{entry['seconds']:.0f} s in all.\nCommand: `{entry['command']}`")
     if not args.smoke:
         write_results(KEY, entry, args.results)
-        print(f"wrote {args.results} [{KEY!r}]")
+        update_readme(entry)
+        print(f"wrote {args.results} [{KEY!r}] and the table in {README.name}")
     return 0
 
 
