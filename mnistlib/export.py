@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -95,10 +96,14 @@ class ExportReport:
         """Every prediction identical and every logit within :data:`PARITY_TOLERANCE`."""
         return self.same_predictions == self.n_images and self.max_abs_diff <= PARITY_TOLERANCE
 
+    @property
+    def parity(self) -> str:
+        """The parity check in words."""
+        return (f"onnxruntime and PyTorch predict the same digit for {self.same_predictions:,} of "
+                f"{self.n_images:,} test images; largest logit difference {self.max_abs_diff:.1e}")
+
     def __str__(self) -> str:
-        return (f"wrote {self.path} ({self.file_bytes / 1024:,.0f} KiB, ONNX opset {self.opset}): onnxruntime "
-                f"and PyTorch predict the same digit for {self.same_predictions:,} of {self.n_images:,} test "
-                f"images; largest logit difference {self.max_abs_diff:.1e}")
+        return f"wrote {self.path} ({self.file_bytes / 1024:,.0f} KiB, ONNX opset {self.opset}): {self.parity}"
 
 
 @dataclass(frozen=True)
@@ -446,7 +451,7 @@ def export_onnx(checkpoint: Any, out: str | Path, *, n_check: int = PARITY_IMAGE
                 f"of {report.n_images:,} test images, largest logit difference {report.max_abs_diff:.2e} "
                 f"(allowed {PARITY_TOLERANCE:g}); nothing written"
             )
-    return ExportReport(**{**report.__dict__, "path": out})
+    return dataclasses.replace(report, path=out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,15 +559,14 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def run_export_command(args: argparse.Namespace) -> int:
     """The ``export`` subcommand: 0 when everything was written, 2 with one ``error:`` line otherwise."""
-    if not (args.onnx or args.int8):
+    if not (args.onnx or args.int8 or getattr(args, "web", None)):
         print("error: export needs --onnx OUT.onnx (and optionally --int8 OUT_INT8.onnx)", file=sys.stderr)
         return 2
     try:
         with tempfile.TemporaryDirectory() as work:
-            fp32 = Path(args.onnx) if args.onnx else Path(work) / "model.onnx"
+            fp32 = Path(args.onnx) if args.onnx else Path(work) / "model.onnx"  # a float32 file is always checked
             report = export_onnx(args.checkpoint, fp32)
-            if args.onnx:
-                print(report)
+            print(report if args.onnx else f"float32 export checked (not kept): {report.parity}")
             if args.int8:
                 print(quantize_int8(fp32, args.int8, n_calibration=max(1, args.calibration_images)))
     except ExportError as exc:

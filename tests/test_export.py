@@ -220,6 +220,14 @@ def test_cli_writes_both_files_and_prints_the_figures(small_checkpoint: Path, tm
     assert fp32.is_file() and int8.is_file() and int8.stat().st_size < fp32.stat().st_size
 
 
+def test_cli_int8_alone_still_checks_parity(small_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    int8 = tmp_path / "only_int8.onnx"
+    assert cli(["export", str(small_checkpoint), "--int8", str(int8), "--calibration-images", "100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "not kept" in out[0] and "largest logit difference" in out[0] and "test accuracy" in out[1]
+    assert [p.name for p in tmp_path.iterdir()] == [int8.name]
+
+
 def test_cli_needs_an_output(small_checkpoint: Path, capsys) -> None:
     assert cli(["export", str(small_checkpoint)]) == 2
     assert capsys.readouterr().err.startswith("error: export needs --onnx")
