@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: lab test test-full setup lint clean-venv
+.PHONY: lab test test-full setup lint clean-venv app
 
 setup: $(STAMP)
 
@@ -60,3 +60,8 @@ book: $(STAMP)
 
 book-serve: $(STAMP)
 	$(PY) -m mnistlib.book serve $(BOOK_SITE)
+# Lesson 09's drawing web app on http://127.0.0.1:8501 (this computer only), serving the newest best
+# checkpoint. Another model or port: make app APP_ARGS="--checkpoint model.onnx --port 8502"
+APP_ARGS ?=
+app: $(STAMP)
+	$(PY) -m mnistlib.webapp $(APP_ARGS)
