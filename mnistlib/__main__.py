@@ -351,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=_data_import)
 
     _add_train(sub)
+    from .export import add_export_command
+
+    add_export_command(sub)
 
     ev = sub.add_parser("evaluate", help="test accuracy (overall and per digit) of a checkpoint",
                         description="Score a checkpoint on the 10,000 MNIST test images: accuracy, loss, "

@@ -553,6 +553,10 @@ def add_export_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
     ex.add_argument("--int8", metavar="OUT_INT8.onnx", help="also write an int8 copy here")
     ex.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
                     help=f"training images used to calibrate int8 [{CALIBRATION_IMAGES:,}]")
+    ex.add_argument("--web", metavar="DIR", help="also write a static drawing page that runs the model in any "
+                    "browser (serve DIR with: python -m http.server -d DIR)")
+    ex.add_argument("--web-model", choices=("fp32", "int8"), default="fp32",
+                    help="which model the page runs: float32, or the 4× smaller int8 copy [fp32]")
     ex.set_defaults(func=run_export_command)
     return ex
 
@@ -567,9 +571,25 @@ def run_export_command(args: argparse.Namespace) -> int:
             fp32 = Path(args.onnx) if args.onnx else Path(work) / "model.onnx"  # a float32 file is always checked
             report = export_onnx(args.checkpoint, fp32)
             print(report if args.onnx else f"float32 export checked (not kept): {report.parity}")
-            if args.int8:
-                print(quantize_int8(fp32, args.int8, n_calibration=max(1, args.calibration_images)))
+            int8 = Path(args.int8) if args.int8 else Path(work) / "model-int8.onnx"
+            if args.int8 or getattr(args, "web_model", "fp32") == "int8" and getattr(args, "web", None):
+                print(quantize_int8(fp32, int8, n_calibration=max(1, args.calibration_images)))
+            if getattr(args, "web", None):
+                _write_web(args, fp32 if args.web_model == "fp32" else int8)
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _write_web(args: argparse.Namespace, onnx_file: Path) -> None:
+    """The static page of :mod:`mnistlib.webpage` with ``onnx_file`` and the checkpoint's normalisation."""
+    from .checkpoints import CheckpointError, load_checkpoint
+    from .webpage import WebPageError, build_site, serve_hint
+
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        site = build_site(onnx_file, args.web, mean=ckpt.mean, std=ckpt.std)
+    except (CheckpointError, WebPageError, OSError) as exc:
+        raise ExportError(f"--web {args.web}: {exc}") from None
+    print(f"wrote the drawing page to {site}. {serve_hint(site)}")

@@ -204,11 +204,13 @@ class ClassicBN(MNISTNet):
     ``c1``, ``c2``: filters of the two convs (10 and 20 as in the classic net); ``kernel2``: size
     of the second conv (5 as in the classic net); ``hidden``: units of the first fully connected
     layer; ``first_bn=False`` keeps BatchNorm after the second conv only (the first conv then has
-    its bias back) — on a CPU the first BatchNorm costs about a third of each training step.
-    Convs followed by BatchNorm have no bias: the BatchNorm adds its own.
+    its bias back) — on a CPU the first BatchNorm costs about a third of each training step;
+    ``batchnorm=False`` drops both (lesson 06 trains it at the same learning rate to show what
+    BatchNorm buys). Convs followed by BatchNorm have no bias: the BatchNorm adds its own.
     """
 
-    def __init__(self, c1: int = 10, c2: int = 20, hidden: int = 50, kernel2: int = 5, first_bn: bool = True) -> None:
+    def __init__(self, c1: int = 10, c2: int = 20, hidden: int = 50, kernel2: int = 5, first_bn: bool = True,
+                 batchnorm: bool = True) -> None:
         super().__init__()
         for name, value in (("c1", c1), ("c2", c2), ("hidden", hidden), ("kernel2", kernel2)):
             if value < 1:
@@ -216,15 +218,15 @@ class ClassicBN(MNISTNet):
         side = _pooled_size(_pooled_size(28, 5), kernel2)
         if side < 1:
             raise ValueError(f"kernel2={kernel2} is too large for 12×12 maps")
-        first: list[nn.Module] = [nn.BatchNorm2d(c1)] if first_bn else []
+        first_bn = first_bn and batchnorm
         self.features = nn.Sequential(
             nn.Conv2d(1, c1, kernel_size=5, bias=not first_bn),  # 28 → 24
             nn.MaxPool2d(2),  # 24 → 12
-            *first,
+            *([nn.BatchNorm2d(c1)] if first_bn else []),
             nn.ReLU(),
-            nn.Conv2d(c1, c2, kernel_size=kernel2, bias=False),  # 12 → 8 (k5) or 10 (k3)
+            nn.Conv2d(c1, c2, kernel_size=kernel2, bias=not batchnorm),  # 12 → 8 (k5) or 10 (k3)
             nn.MaxPool2d(2),  # 8 → 4 (k5) or 10 → 5 (k3)
-            nn.BatchNorm2d(c2),
+            *([nn.BatchNorm2d(c2)] if batchnorm else []),
             nn.ReLU(),
         )
         self.classifier = nn.Sequential(
@@ -243,10 +245,11 @@ class RecordNet(MNISTNet):
     28×28; 16, 16 and 24 at 14×14; 24 and 24 at 7×7 — has 17,826 parameters and runs only one
     conv at full resolution, where a conv costs 4× more. The classifier averages each final map
     to one number (global average pooling) and maps those to 10 logits: no big fully connected layer.
+    ``head="fc"`` flattens the final maps into one Linear layer instead (lesson 06 compares the two).
     """
 
     def __init__(self, widths: tuple[int, ...] | list[int] = (8, 16, 16, 24, 24, 24),
-                 pool_after: tuple[int, ...] | list[int] = (0, 3)) -> None:
+                 pool_after: tuple[int, ...] | list[int] = (0, 3), head: str = "gap") -> None:
         super().__init__()
         widths, pool_after = tuple(int(w) for w in widths), tuple(int(p) for p in pool_after)
         if not widths or min(widths) < 1:
@@ -259,8 +262,12 @@ class RecordNet(MNISTNet):
             if i in pool_after:
                 layers.append(nn.MaxPool2d(2))
             channels = width
+        if head not in ("gap", "fc"):
+            raise ValueError(f"head must be 'gap' (global average pooling) or 'fc' (flatten + Linear), got {head!r}")
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+        side = 28 // 2 ** len([p for p in pool_after if p < len(widths)])
+        self.classifier = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+                           if head == "gap" else nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, 10)))
 
 
 class ClassicCNNFunctional(nn.Module):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,6 @@ import torch
 from small_models import MEAN, STD, save_small, train_small
 from torch import nn
 
-import mnistlib  # noqa: F401  (registers every model, the fast and record ones included)
 from mnistlib import export as ex
 from mnistlib.checkpoints import Checkpoint, load_checkpoint
 from mnistlib.data import split_indices
@@ -253,3 +254,17 @@ def test_readme_table_matches_results_json() -> None:
     assert block == bench.render_block(json.loads(results.read_text())["export"]), (
         "README's export table differs from benchmarks/results.json: run "
         "python benchmarks/export_speed.py --update-readme")
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="the page's runtime is installed with npm")
+def test_python_m_mnistlib_export_web_writes_the_page(small_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """``python -m mnistlib export CKPT --web DIR``: the page, its model and the runtime, nothing from elsewhere."""
+    from mnistlib.__main__ import main
+
+    site = tmp_path / "site"
+    assert main(["export", str(small_checkpoint), "--web", str(site)]) == 0
+    assert "http.server" in capsys.readouterr().out
+    assert {"index.html", "model.onnx", "config.json", "preprocess.js"} <= {p.name for p in site.iterdir()}
+    assert any(p.suffix == ".wasm" for p in site.iterdir())
+    config = json.loads((site / "config.json").read_text())
+    assert config["mean"] == pytest.approx(load_checkpoint(small_checkpoint).mean)

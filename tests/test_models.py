@@ -264,3 +264,16 @@ def test_channels_last_step_matches_contiguous() -> None:
         assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
         for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
             torch.testing.assert_close(pa.grad, pb.grad.contiguous(), rtol=1e-3, atol=1e-5)
+
+
+def test_lesson_06_variants_keep_the_shape_and_change_one_thing() -> None:
+    plain = get_model("classic-bn", batchnorm=False)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())
+    assert all(c.bias is not None for c in plain.modules() if isinstance(c, nn.Conv2d))
+    fc = get_model("record", head="fc")
+    assert isinstance(fc.classifier[-1], nn.Linear) and fc.classifier[-1].in_features == 24 * 7 * 7
+    for model in (plain, fc):
+        assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert count_parameters(fc) - count_parameters(get_model("record")) == (24 * 49 - 24) * 10
+    with pytest.raises(ValueError, match="head"):
+        get_model("record", head="mlp")
