@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from mnistlib.drawing import example_strokes
+from mnistlib.strokes import example_strokes
 
 pytestmark = pytest.mark.browser
 
