@@ -3,9 +3,9 @@
 * :func:`fine_tune` — a copy of a trained model, trained a few more epochs at a low learning rate on
   your digits mixed with MNIST training images (the mix keeps it from forgetting MNIST).
 * :func:`train_with_augmentation` — the other way: a new model trained from scratch on MNIST alone,
-  with augmentation that imitates how hands differ (:class:`HandAugment`: stroke thickness, slant,
-  elastic bends, rotation, shift, zoom).
-* :func:`accuracy_interval` — accuracy on a few dozen digits is uncertain: say by how much.
+  with augmentation that imitates how hands differ (:class:`HandAugment`: stroke thickness and slant,
+  on top of :class:`~mnistlib.data.Augment`'s rotation, shift, zoom and elastic bends).
+* :func:`save_fine_tuned` — keep the result as a checkpoint the pad (and every lesson) can load.
 
 Both training paths go through :func:`_train`, the single call into the training engine.
 """
@@ -13,21 +13,22 @@ Both training paths go through :func:`_train`, the single call into the training
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import checkpoint_path, new_run_stamp, release_stamp, save_checkpoint
 from .data import Augment, DataBundle, TensorLoader, get_data, mnist_tensors, split_indices
 from .models import get_model
 
-__all__ = ["STRONGER_AUGMENT", "HandAugment", "accuracy_interval", "fine_tune", "mixed_data",
+__all__ = ["STRONGER_AUGMENT", "HandAugment", "fine_tune", "mixed_data", "save_fine_tuned",
            "train_with_augmentation"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class HandAugment(Augment):
     """:class:`~mnistlib.data.Augment` plus the two ways hands differ most from MNIST's writers.
 
@@ -38,6 +39,9 @@ class HandAugment(Augment):
 
     thickness: int = 0
     slant: float = 0.0
+
+    def __repr__(self) -> str:
+        return "Hand" + super().__repr__()  # only what differs from the defaults, as Augment prints
 
     @property
     def is_identity(self) -> bool:
@@ -70,8 +74,10 @@ def _thicken(x: torch.Tensor, most: int, generator: torch.Generator | None) -> t
     return out
 
 
-#: Augmentation for training from scratch towards handwriting that is not MNIST's.
-STRONGER_AUGMENT = HandAugment(rotation=12, shift=2, scale=0.15, elastic=2, thickness=1, slant=0.3)
+#: Augmentation for training from scratch towards handwriting that is not MNIST's. Thickness and slant
+#: only: on the synthetic writer (2 epochs, all 55,000 images, one seed) they raised accuracy from 92.5 %
+#: to 96.0 %, while adding elastic bends (90.0 %) or rotation, shift and zoom as well (80.5 %) lowered it.
+STRONGER_AUGMENT = HandAugment(thickness=1, slant=0.3)
 
 
 def _train(model: nn.Module, data: DataBundle, *, epochs: int, lr: float, seed: int,
@@ -127,12 +133,15 @@ def train_with_augmentation(name: str = "batchnorm", *, augment: Augment = STRON
     return model.cpu().eval(), data
 
 
-def accuracy_interval(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval for an accuracy of ``correct`` out of ``total`` (95 % for z = 1.96):
-    with 50 digits, 45 right is "somewhere between 79 % and 96 %", not "90 %"."""
-    if total <= 0:
-        return 0.0, 1.0
-    p = correct / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def save_fine_tuned(model: nn.Module, checkpoint, *, history: dict | None = None,
+                    folder: str | Path | None = None) -> Path:
+    """Save a fine-tuned copy of ``checkpoint``'s model as ``finetuned_model_<stamp>.pth`` (same model
+    name, options and normalisation; ``history`` e.g. ``{"val_acc": [0.98]}``). Never picked as "best"."""
+    stamp = new_run_stamp(folder)
+    try:
+        path = checkpoint_path("finetuned", stamp, folder)
+        return save_checkpoint(path, model, name=checkpoint.name, options=checkpoint.options,
+                               hparams={"fine_tuned_from": str(checkpoint.path or checkpoint.name)},
+                               history=history or {}, mean=checkpoint.mean, std=checkpoint.std)
+    finally:
+        release_stamp(stamp, folder)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnistlib.data import TensorLoader, get_augment
-from mnistlib.finetune import STRONGER_AUGMENT, HandAugment, accuracy_interval, fine_tune, mixed_data
+from mnistlib.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, mixed_data, save_fine_tuned
 
 #: Fine-tuning may cost at most this much MNIST validation accuracy (a fraction: one percentage point).
 FORGET_MARGIN = 0.01
@@ -45,18 +45,11 @@ def test_slant_shears_the_top_against_the_bottom() -> None:
 
 def test_hand_augment_is_an_augment_the_loaders_accept() -> None:
     assert HandAugment().is_identity and not HandAugment(thickness=1).is_identity
+    assert repr(HandAugment(rotation=5, slant=0.3)) == "HandAugment(rotation=5, slant=0.3)"
     assert get_augment(STRONGER_AUGMENT) is STRONGER_AUGMENT
     images = (bar_image()[:, 0] * 255).to(torch.uint8).repeat(8, 1, 1)
     x, y = next(iter(TensorLoader(images, torch.zeros(8, dtype=torch.int64), 8, augment=STRONGER_AUGMENT)))
     assert x.shape == (8, 1, 28, 28) and torch.isfinite(x).all()
-
-
-def test_accuracy_interval() -> None:
-    low, high = accuracy_interval(45, 50)
-    assert (round(low, 3), round(high, 3)) == (0.786, 0.957)  # Wilson, 95 %
-    assert accuracy_interval(50, 50)[1] == 1.0 and accuracy_interval(0, 50)[0] == 0.0
-    assert accuracy_interval(0, 0) == (0.0, 1.0)
-    assert accuracy_interval(900, 1000)[1] - accuracy_interval(900, 1000)[0] < high - low  # more digits: surer
 
 
 @pytest.fixture
@@ -108,3 +101,20 @@ def test_fine_tuning_reads_your_digits_better_without_forgetting_mnist(mnist_env
     assert after[0] >= before[0] + 0.1, (before, after)  # your held-out digits: clearly better
     assert after[1] >= before[1] - FORGET_MARGIN, (before, after)  # MNIST: not forgotten
     assert all(torch.equal(v, base.state_dict()[k]) for k, v in weights.items())  # the original is kept
+
+
+def test_a_fine_tuned_model_is_saved_as_its_own_kind(tmp_path) -> None:
+    from mnistlib.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+    from mnistlib.models import get_model
+
+    torch.manual_seed(0)
+    base_path = save_checkpoint(tmp_path / "best_model_20240101_000000.pth", get_model("classic"),
+                                history={"val_acc": [0.9]}, mean=0.2, std=0.4)
+    base = load_checkpoint(base_path)
+    tuned = get_model("classic")
+    path = save_fine_tuned(tuned, base, history={"val_acc": [0.95]}, folder=tmp_path)
+    assert path.name.startswith("finetuned_model_") and latest_checkpoint("best", tmp_path) == base_path
+    again = load_checkpoint(path)
+    assert (again.name, again.mean, again.std, again.best_val_acc) == ("classic", 0.2, 0.4, 0.95)
+    assert all(torch.equal(v, tuned.state_dict()[k]) for k, v in again.model.state_dict().items())
+    assert not list(tmp_path.glob(".*"))  # no lock or temporary file left
