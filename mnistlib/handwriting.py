@@ -97,7 +97,8 @@ def _check_strokes(strokes: Any) -> list[list[list[float]]]:
             for p in stroke
         ):
             raise ValueError("a stroke is not a list of [x, y] numbers")
-        out.append([[round(float(x), 1), round(float(y), 1)] for x, y in stroke])
+        out.append([[round(float(x), 1), round(float(y), 1)] for x, y in stroke
+                    if math.isfinite(x) and math.isfinite(y)])  # a glitchy NaN point is dropped
     return out
 
 

@@ -72,6 +72,12 @@ def test_remove_last_and_numbering(store) -> None:
     assert HandwritingStore(store.folder / "nothing").remove_last() is None
 
 
+def test_glitchy_points_are_not_saved(store) -> None:
+    sample = store.add_drawing([[(1, 2), (float("nan"), 3), (4, float("inf")), (5, 6)]], 3)
+    assert sample.strokes == [[[1.0, 2.0], [5.0, 6.0]]]
+    assert "NaN" not in store.manifest.read_text() and store.drawings()[-1].strokes == sample.strokes
+
+
 @pytest.mark.parametrize("label", [-1, 10, 3.0, "7", True])
 def test_labels_are_digits(store, label) -> None:
     with pytest.raises(ValueError, match="label"):
