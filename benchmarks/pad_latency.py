@@ -24,8 +24,10 @@ import time
 import numpy as np
 import torch
 
-from mnistlib.drawing import DigitPad, classify, example_strokes, prepare_digit, rasterize
+from mnistlib.drawing import classify, prepare_digit
 from mnistlib.models import get_model, list_models
+from mnistlib.pad import DigitPad
+from mnistlib.strokes import Strokes, example_strokes, rasterize
 
 SHAPES = ["1", "7", "7-bar", "small-1-corner", "small-7-corner"]
 
@@ -72,7 +74,7 @@ def bench(model: torch.nn.Module, drawings, warmup: int = 10) -> dict[str, tuple
         t0 = time.perf_counter()
         classify(prepare_digit(raster), model, 0.1307, 0.3081)
         compute.append(time.perf_counter() - t0)
-        pad.strokes = [list(s) for s in strokes]
+        pad.drawing.strokes = Strokes(strokes)
         t0 = time.perf_counter()
         pad.update()  # exactly what pen-up runs
         whole.append(time.perf_counter() - t0)

@@ -1,4 +1,4 @@
-"""Lesson 05: draw a digit, and prepare any image the way MNIST digits were prepared.
+"""Lesson 05: prepare any image the way MNIST digits were prepared, and read the digit in it.
 
 MNIST digits were made by scaling each digit's bounding box to fit 20×20 pixels (keeping the
 aspect ratio, with anti-aliasing) and pasting it into a 28×28 frame so that its centre of mass
@@ -10,49 +10,42 @@ grayscale → invert when the ink is darker than the background → crop to the 
 scale the longer side to 20 px → centre of mass to the centre of 28×28 → normalise.
 
 Bad input never ends in a traceback: it raises :class:`DrawingError`, whose message is one line.
+The pad itself (strokes, canvas, prediction view) lives in :mod:`mnistlib.strokes` and
+:mod:`mnistlib.pad`; loading a model is the caller's job (a ``Checkpoint`` carries the model and
+the normalisation it was trained with).
 """
 
 from __future__ import annotations
 
-import html
-import io
 import math
-import time
-import traceback
 import warnings
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ipywidgets as widgets
 import numpy as np
 import torch
-from ipycanvas import Canvas, hold_canvas
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import nn
 
-from .devices import model_device
+from .devices import eval_mode, model_device
 
 __all__ = [
-    "DigitPad",
+    "NOT_SURE_BELOW",
     "DrawingError",
-    "LoadedModel",
     "Prediction",
     "STEP_TITLES",
     "centre_in_frame",
     "centre_of_mass",
     "classify",
-    "example_strokes",
     "load_image",
+    "model_and_normalisation",
     "naive_28",
-    "plot_predictions",
+    "plot_probabilities",
     "plot_steps",
     "predict_image",
     "prepare_digit",
     "preprocess",
-    "rasterize",
-    "resolve_model",
     "to_gray",
 ]
 
@@ -67,8 +60,8 @@ MAX_SIDE = 2048  #: larger inputs are box-reduced to this size first (plenty for
 MAX_PIXELS = 120_000_000  #: refuse image files larger than this (a 10,000×10,000 scan is fine)
 MIN_CONTRAST = 0.08  #: ink must differ from the background by this much (of full scale)
 NOISE = 0.1  #: after stretching, ink fainter than this counts as background
-
-Strokes = Sequence[Sequence[tuple[float, float]]]
+#: Below this top probability a prediction says "not sure" instead of presenting a guess as an answer.
+NOT_SURE_BELOW = 0.6
 
 
 class DrawingError(ValueError):
@@ -179,6 +172,8 @@ def _block_reduce(a: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
 def _pil_to_gray(img: Image.Image) -> np.ndarray:
     """A Pillow image of any mode → float32 grayscale in 0..1 (transparency flattened)."""
+    if img.width == 0 or img.height == 0:
+        raise DrawingError(f"The image is empty ({img.width}×{img.height} pixels).")
     sixteen_bit = img.mode.startswith("I;16")
     if sixteen_bit:
         img = img.convert("I")
@@ -207,10 +202,29 @@ def _pil_to_gray(img: Image.Image) -> np.ndarray:
     return _composite(gray, alpha)
 
 
+def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor of any dtype, layout or device → a numpy array of its values (or DrawingError)."""
+    if t.is_nested:
+        raise DrawingError("A nested tensor (several images of different sizes) is not one image.")
+    if t.is_meta:
+        raise DrawingError("A tensor on the 'meta' device holds no pixel values.")
+    try:
+        t = t.detach()
+        if t.is_quantized:
+            t = t.dequantize()
+        if t.layout != torch.strided:  # sparse COO/CSR/…: the same pixels, stored densely
+            t = t.to_dense()
+        if t.is_floating_point() and t.dtype not in (torch.float16, torch.float32, torch.float64):
+            t = t.float()  # bfloat16, float8: NumPy has no such type
+        return t.cpu().numpy()
+    except (RuntimeError, TypeError, ValueError, NotImplementedError) as exc:
+        raise DrawingError(f"Cannot read this {t.dtype} tensor as an image: {exc}") from None
+
+
 def _array_to_gray(x: Any) -> np.ndarray:
     """A numpy array / torch tensor / nested list → float32 grayscale in 0..1."""
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = _tensor_to_numpy(x)
     try:
         a = np.asarray(x)
     except (ValueError, TypeError) as exc:
@@ -236,6 +250,8 @@ def _array_to_gray(x: Any) -> np.ndarray:
 
 def to_gray(image: Any) -> np.ndarray:
     """Read a path, Pillow image, numpy array or tensor as a float32 grayscale array in 0..1."""
+    if isinstance(image, str) and not image.strip():
+        raise DrawingError("No image file named: the path is empty.")
     if isinstance(image, (str, Path)):
         image = load_image(image)
     if isinstance(image, Image.Image):
@@ -372,16 +388,26 @@ def preprocess(image: Any, mean: float | None = None, std: float | None = None) 
 
 @dataclass(frozen=True)
 class Prediction:
-    """A model's answer for one image: the digit, all ten probabilities, the 28×28 it saw."""
+    """A model's answer for one image: the digit, all ten probabilities, the 28×28 it saw.
+
+    ``sure`` is False when the top probability is below ``threshold``: the answer is then a guess,
+    and says so ("not sure — maybe a 7").
+    """
 
     digit: int
     probabilities: np.ndarray
     image28: np.ndarray
+    threshold: float = NOT_SURE_BELOW
 
     @property
     def confidence(self) -> float:
         """Probability of the predicted digit."""
         return float(self.probabilities[self.digit])
+
+    @property
+    def sure(self) -> bool:
+        """True when the top probability reaches ``threshold``."""
+        return self.confidence >= self.threshold
 
     def top(self, k: int = 3) -> list[tuple[int, float]]:
         """The ``k`` most likely digits with their probabilities, most likely first."""
@@ -389,105 +415,66 @@ class Prediction:
         return [(int(d), float(self.probabilities[d])) for d in order]
 
     def __str__(self) -> str:
-        return f"{self.digit} ({self.confidence:.0%} sure)"
+        if self.sure:
+            return f"{self.digit} ({self.confidence:.0%} sure)"
+        return f"not sure (maybe {self.digit}, {self.confidence:.0%})"
 
 
-@dataclass
-class LoadedModel:
-    """A model ready to predict, with the normalisation it was trained with."""
-
-    model: nn.Module
-    mean: float
-    std: float
-    description: str
-    trained_now: bool = False
+def _check_threshold(threshold: float) -> float:
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold is a probability in [0, 1], e.g. {NOT_SURE_BELOW}; got {threshold}")
+    return float(threshold)
 
 
-def _is_checkpoint(obj: Any) -> bool:
-    return isinstance(getattr(obj, "model", None), nn.Module) and hasattr(obj, "mean")
-
-
-def _describe_checkpoint(ckpt: Any) -> str:
-    name = getattr(ckpt, "name", None) or type(ckpt.model).__name__
-    path = getattr(ckpt, "path", None)
-    text = f"model {name!r}"
-    if path:
-        text += f" from {Path(path).name}"
-    accs = (getattr(ckpt, "history", None) or {}).get("val_acc") or []
-    try:
-        text += f" (validation accuracy {max(accs):.1%})" if accs else ""
-    except (TypeError, ValueError):
-        pass
-    return text
-
-
-def resolve_model(
-    source: Any = None, mean: float | None = None, std: float | None = None
-) -> LoadedModel:
-    """A model, a Checkpoint, a checkpoint path, or None (newest best checkpoint or quick model)."""
-    trained_now = False
-    if source is None:
-        from mnistlib.checkpoints import load_or_train
-
-        source = load_or_train()
-    elif isinstance(source, (str, Path)):
-        from mnistlib.checkpoints import load_checkpoint
-
-        source = load_checkpoint(source)
-    if _is_checkpoint(source):
-        model = source.model
-        description = _describe_checkpoint(source)
-        if trained_now:
-            description += " — trained just now, as no checkpoint was found"
-        mean = getattr(source, "mean", None) if mean is None else mean
-        std = getattr(source, "std", None) if std is None else std
-    elif isinstance(source, nn.Module):
-        model, description = source, f"model {type(source).__name__} (given directly)"
-    else:
+def model_and_normalisation(
+    source: Any, mean: float | None = None, std: float | None = None
+) -> tuple[nn.Module, float, float]:
+    """(model, mean, std) from a Checkpoint (its own normalisation unless overridden) or a bare
+    ``nn.Module`` with ``mean``/``std`` given. Loading a file is the caller's job."""
+    model = getattr(source, "model", source)
+    if not isinstance(model, nn.Module):
         raise TypeError(
-            f"Expected an nn.Module, a Checkpoint, a checkpoint path or None, got {type(source)}"
+            f"expected a Checkpoint or an nn.Module, got {type(source).__name__}"
+            " (load a file first: mnistlib.checkpoints.load_checkpoint(path))"
         )
+    mean = getattr(source, "mean", None) if mean is None else mean
+    std = getattr(source, "std", None) if std is None else std
     if mean is None or std is None:
-        d_mean, d_std = _default_stats()
-        mean = d_mean if mean is None else mean
-        std = d_std if std is None else std
-    model.eval()
-    return LoadedModel(model, float(mean), float(std), description, trained_now)
+        raise TypeError("a bare model needs mean= and std=: the normalisation it was trained with")
+    return model, float(mean), float(std)
 
 
-def classify(image28: np.ndarray, model: nn.Module, mean: float, std: float) -> Prediction:
+def classify(
+    image28: np.ndarray, model: nn.Module, mean: float, std: float, threshold: float = NOT_SURE_BELOW
+) -> Prediction:
     """Run a prepared 28×28 image (ink = 1, from ``prepare_digit``/``naive_28``) through a model."""
+    threshold = _check_threshold(threshold)
     x = (torch.as_tensor(image28, dtype=torch.float32) - mean) / std
     x = x.reshape(1, 1, FRAME, FRAME).to(model_device(model))
-    model.eval()
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         logits = model(x).float().reshape(-1)
         probs = torch.softmax(logits, dim=0).cpu().numpy().astype(np.float64)
     if probs.shape != (10,) or not np.all(np.isfinite(probs)):
         raise DrawingError(f"The model gave {probs.shape[0]} non-finite or non-10 scores.")
-    return Prediction(int(np.argmax(probs)), probs, np.asarray(image28, dtype=np.float32))
+    return Prediction(int(np.argmax(probs)), probs, np.asarray(image28, dtype=np.float32), threshold)
 
 
 def predict_image(
-    path_or_array: Any,
-    model_or_checkpoint: Any = None,
+    image: Any,
+    model: Any,
     *,
     mean: float | None = None,
     std: float | None = None,
+    threshold: float = NOT_SURE_BELOW,
 ) -> Prediction:
     """Predict the digit in an image file, Pillow image or array (one recipe for every input).
 
-    ``model_or_checkpoint`` is an ``nn.Module``, a Checkpoint, a checkpoint path, a
-    :class:`LoadedModel` or None (the newest best checkpoint, else a quick model).
+    ``model`` is a Checkpoint (``load_checkpoint``, ``quick_model``) or an ``nn.Module`` with
+    ``mean``/``std``. Below ``threshold`` the prediction says it is not sure.
     Raises :class:`DrawingError` with a one-line message for input holding no readable digit.
     """
-    loaded = (
-        model_or_checkpoint
-        if isinstance(model_or_checkpoint, LoadedModel)
-        else resolve_model(model_or_checkpoint, mean, std)
-    )
-    image28 = prepare_digit(path_or_array)
-    return classify(image28, loaded.model, loaded.mean, loaded.std)
+    net, mean, std = model_and_normalisation(model, mean, std)
+    return classify(prepare_digit(image), net, mean, std, threshold)
 
 
 def plot_steps(image: Any) -> Any:
@@ -508,7 +495,7 @@ def plot_steps(image: Any) -> Any:
     return fig
 
 
-def plot_predictions(predictions: dict[str, Prediction]) -> Any:
+def plot_probabilities(predictions: dict[str, Prediction]) -> Any:
     """For each titled prediction: the 28×28 image the model saw and its ten probabilities."""
     import matplotlib.pyplot as plt
 
@@ -529,307 +516,3 @@ def plot_predictions(predictions: dict[str, Prediction]) -> Any:
         ax_bar.set_title(f"the model reads {p}", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Strokes → pixels
-# --------------------------------------------------------------------------------------------
-
-
-def rasterize(strokes: Strokes, size: int = 280, brush: float = 20.0) -> np.ndarray:
-    """Draw strokes (lists of canvas points) with a round brush: uint8 [size, size], ink = 255."""
-    img = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(img)
-    r = brush / 2
-    for stroke in strokes:
-        pts = [(float(x), float(y)) for x, y in stroke]
-        pts = [p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1])]
-        if not pts:
-            continue
-        if len(pts) > 1:
-            draw.line(pts, fill=255, width=max(1, round(brush)), joint="curve")
-        for x, y in pts:  # round caps and joints
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
-    return np.asarray(img)
-
-
-def example_strokes(name: str, size: int = 280) -> list[list[tuple[float, float]]]:
-    """Hand-made canvas strokes for demos and tests.
-
-    Names: "1", "7", "7-bar" (a 7 crossed on its stem), "small-1-corner", "small-7-corner", "dot".
-    """
-    s = size / 280
-    shapes = {
-        "1": [[(150, 45), (146, 100), (142, 160), (140, 235)]],
-        "7": [[(85, 60), (150, 58), (205, 60), (175, 120), (145, 180), (125, 240)]],
-        "7-bar": [
-            [(85, 60), (150, 58), (205, 60), (175, 120), (145, 180), (125, 240)],
-            [(120, 150), (195, 150)],
-        ],
-        "small-1-corner": [[(230, 20), (228, 50), (226, 80)]],
-        "small-7-corner": [[(20, 200), (50, 199), (70, 200), (58, 228), (48, 260)]],
-        "dot": [[(140, 140)]],
-    }
-    if name not in shapes:
-        raise KeyError(f"unknown example {name!r}; choose from {sorted(shapes)}")
-    return [[(x * s, y * s) for x, y in stroke] for stroke in shapes[name]]
-
-
-# --------------------------------------------------------------------------------------------
-# The drawing pad widget
-# --------------------------------------------------------------------------------------------
-
-EMPTY_MESSAGE = "Draw a digit in the white square (mouse or finger)."
-
-
-def _png(image28: np.ndarray, scale: int = 4) -> bytes:
-    """A crisp, enlarged PNG of a 28×28 ink image (ink drawn white on black, like MNIST)."""
-    img = Image.fromarray(np.uint8(np.clip(image28, 0, 1) * 255), mode="L")
-    img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _bars_html(probabilities: np.ndarray | None, width: int = 140) -> str:
-    """Ten horizontal bars as HTML (cheap to update on every stroke)."""
-    rows = []
-    best = int(np.argmax(probabilities)) if probabilities is not None else -1
-    for d in range(10):
-        p = float(probabilities[d]) if probabilities is not None else 0.0
-        colour = "#d62728" if d == best else "#1f77b4"
-        rows.append(
-            f'<div class="mnist-pad-bar" data-digit="{d}" style="display:flex;'
-            f'align-items:center;height:17px;font-family:monospace">'
-            f'<span style="width:1.3em">{d}</span>'
-            f'<span style="display:inline-block;height:12px;width:{p * width:.1f}px;'
-            f'background:{colour}"></span>'
-            f'<span style="margin-left:4px;font-size:11px">{p:.0%}</span></div>'
-        )
-    return '<div class="mnist-pad-bars">' + "".join(rows) + "</div>"
-
-
-class DigitPad(widgets.VBox):
-    """A drawing pad that shows a live MNIST prediction: ``pad = DigitPad(model)``.
-
-    ``model`` is an ``nn.Module``, a Checkpoint, a checkpoint path or None (newest best
-    checkpoint, else a quick model trained now). Draw with the mouse or a finger, or
-    programmatically with :meth:`draw_strokes`. The last answer is in ``pad.prediction``.
-    """
-
-    def __init__(
-        self,
-        model: Any = None,
-        *,
-        mean: float | None = None,
-        std: float | None = None,
-        size: int = 280,
-        brush: float = 20.0,
-        throttle: float = 0.15,
-    ) -> None:
-        self.loaded = model if isinstance(model, LoadedModel) else resolve_model(model, mean, std)
-        self.model = self.loaded.model
-        self.size = int(size)
-        self.brush = float(brush)
-        self.throttle = float(throttle)
-        self.strokes: list[list[tuple[float, float]]] = []
-        self.prediction: Prediction | None = None
-        self.message = EMPTY_MESSAGE
-        self._pen_down = False
-        self._last_update = 0.0
-
-        self.canvas = Canvas(width=self.size, height=self.size)
-        self.canvas.layout.width = f"{self.size}px"
-        self.canvas.layout.height = f"{self.size}px"
-        self.canvas.add_class("mnist-pad-canvas")
-        self.clear_button = widgets.Button(description="Clear", icon="eraser")
-        self.clear_button.add_class("mnist-pad-clear")
-        self.prediction_html = widgets.HTML()
-        self.prediction_html.add_class("mnist-pad-prediction")
-        self.bars = widgets.HTML(_bars_html(None))
-        self.seen = widgets.Image(format="png", width=112, height=112)
-        self.seen.add_class("mnist-pad-seen")
-        self.status = widgets.HTML()
-        self.status.add_class("mnist-pad-status")
-        self.errors = widgets.Output()  # any unexpected callback error lands here
-
-        side = widgets.VBox(
-            [
-                self.prediction_html,
-                self.bars,
-                widgets.HTML("<small>what the model sees (28×28):</small>"),
-                self.seen,
-            ],
-            layout=widgets.Layout(margin="0 0 0 16px"),
-        )
-        # The border goes on a box around the canvas, never on the canvas itself (it would
-        # shift the mouse coordinates).
-        paper = widgets.Box([self.canvas], layout=widgets.Layout(border="2px solid #888"))
-        left = widgets.VBox([paper, self.clear_button])
-        super().__init__(
-            [widgets.HBox([left, side]), self.status, self.errors],
-            layout=widgets.Layout(width="fit-content"),
-        )
-        self.add_class("mnist-pad")
-
-        self._wire()
-        self._paint_background()
-        self._show()
-        note = "(run the training lesson for a stronger model)" if self.loaded.trained_now else ""
-        self.status.value = (
-            f"<small>Using {html.escape(self.loaded.description)}. {note}</small>"
-        )
-
-    # ---- wiring -----------------------------------------------------------------------
-    def _safe(self, fn: Callable[..., None]) -> Callable[..., None]:
-        """Wrap a callback: an error becomes a one-line message (traceback in ``errors``)."""
-
-        def wrapped(*args: Any) -> None:
-            try:
-                fn(*args)
-            except Exception as exc:
-                self._pen_down = False
-                self.prediction = None
-                self.message = f"Something went wrong: {type(exc).__name__}: {exc}"
-                self._show()
-                with self.errors:
-                    traceback.print_exc()
-
-        return wrapped
-
-    def _wire(self) -> None:
-        c = self.canvas
-        c.on_mouse_down(self._safe(self._down))
-        c.on_mouse_move(self._safe(self._move))
-        c.on_mouse_up(self._safe(self._up))
-        c.on_mouse_out(self._safe(self._up))
-        c.on_touch_start(self._safe(lambda t: t and self._down(*t[0])))
-        c.on_touch_move(self._safe(lambda t: t and self._move(*t[0])))
-        c.on_touch_end(self._safe(lambda t: self._up(*t[0]) if t else self._up()))
-        c.on_touch_cancel(self._safe(lambda t: self._up()))
-        c.on_client_ready(self._safe(self._repaint))
-        self.clear_button.on_click(self._safe(lambda _b: self.clear()))
-
-    # ---- pen events -------------------------------------------------------------------
-    def _down(self, x: float, y: float) -> None:
-        self._pen_down = True
-        # The throttle clock starts at pen-down: a live update comes `throttle` seconds into a
-        # stroke at the earliest (comparing with a zero start breaks on machines up for long).
-        self._last_update = time.perf_counter()
-        self.strokes.append([(float(x), float(y))])
-        with hold_canvas():
-            self.canvas.fill_circle(x, y, self.brush / 2)
-
-    def _extend(self, x: float, y: float) -> None:
-        """Add a point to the current stroke and paint the new segment."""
-        x0, y0 = self.strokes[-1][-1]
-        self.strokes[-1].append((float(x), float(y)))
-        with hold_canvas():
-            self.canvas.stroke_line(x0, y0, x, y)
-
-    def _move(self, x: float, y: float) -> None:
-        if not self._pen_down or not self.strokes:
-            return
-        self._extend(x, y)
-        if time.perf_counter() - self._last_update >= self.throttle:
-            self.update()  # live, but at most every `throttle` seconds while drawing
-
-    def _up(self, x: float | None = None, y: float | None = None) -> None:
-        if not self._pen_down:
-            return
-        self._pen_down = False
-        if x is not None and y is not None and self.strokes and (float(x), float(y)) != self.strokes[-1][-1]:
-            self._extend(x, y)
-        self.update()  # always on pen-up
-
-    # ---- drawing on the canvas --------------------------------------------------------
-    def _paint_background(self) -> None:
-        with hold_canvas():
-            self.canvas.clear()
-            self.canvas.fill_style = "white"
-            self.canvas.fill_rect(0, 0, self.size, self.size)
-            self.canvas.fill_style = "black"
-            self.canvas.stroke_style = "black"
-            self.canvas.line_width = self.brush
-            self.canvas.line_cap = "round"
-            self.canvas.line_join = "round"
-
-    def _paint_strokes(self, strokes: Strokes) -> None:
-        with hold_canvas():
-            for stroke in strokes:
-                pts = [(float(x), float(y)) for x, y in stroke]
-                if pts:
-                    self.canvas.fill_circle(pts[0][0], pts[0][1], self.brush / 2)
-                if len(pts) > 1:
-                    self.canvas.stroke_lines(pts)
-
-    def _repaint(self) -> None:
-        self._paint_background()
-        self._paint_strokes(self.strokes)
-
-    # ---- public API -------------------------------------------------------------------
-    def clear(self) -> None:
-        """Wipe the pad and forget the prediction."""
-        self.strokes = []
-        self._pen_down = False
-        self._paint_background()
-        self.update()
-
-    def draw_strokes(self, strokes: Strokes) -> Prediction | None:
-        """Add strokes (lists of (x, y) canvas points) as if drawn, then predict."""
-        new = [[(float(x), float(y)) for x, y in s] for s in strokes if len(s)]
-        self._paint_strokes(new)
-        self.strokes.extend(new)
-        self._pen_down = False
-        return self.update()
-
-    def raster(self) -> np.ndarray:
-        """The drawing as pixels: uint8 [size, size], ink = 255 on 0."""
-        return rasterize(self.strokes, self.size, self.brush)
-
-    def update(self) -> Prediction | None:
-        """Predict from the current strokes and refresh the display."""
-        self._last_update = time.perf_counter()
-        if not any(self.strokes):
-            self.prediction, self.message = None, EMPTY_MESSAGE
-        else:
-            try:
-                image28 = prepare_digit(self.raster())
-                self.prediction = classify(
-                    image28, self.model, self.loaded.mean, self.loaded.std
-                )
-                self.message = ""
-            except DrawingError as exc:
-                self.prediction, self.message = None, str(exc)
-        self._show()
-        return self.prediction
-
-    @property
-    def probabilities(self) -> np.ndarray | None:
-        """The ten probabilities of the last prediction (None before any drawing)."""
-        return None if self.prediction is None else self.prediction.probabilities
-
-    @property
-    def image28(self) -> np.ndarray | None:
-        """The 28×28 image the model saw last (ink = 1)."""
-        return None if self.prediction is None else self.prediction.image28
-
-    def _show(self) -> None:
-        p = self.prediction
-        if p is None:
-            self.prediction_html.value = (
-                '<div style="min-height:50px;display:flex;align-items:center;max-width:320px">'
-                f'<span class="mnist-pad-message">{html.escape(self.message)}</span></div>'
-            )
-            self.bars.value = _bars_html(None)
-            self.seen.value = _png(np.zeros((FRAME, FRAME), np.float32))
-        else:
-            self.prediction_html.value = (
-                '<div style="line-height:50px;white-space:nowrap">'
-                '<span style="font-size:15px">I read: </span>'
-                f'<span class="mnist-pad-digit" style="font-size:40px;font-weight:bold">'
-                f"{p.digit}</span> "
-                f'<span class="mnist-pad-confidence">({p.confidence:.0%} sure)</span></div>'
-            )
-            self.bars.value = _bars_html(p.probabilities)
-            self.seen.value = _png(p.image28)

@@ -1,0 +1,299 @@
+"""Your own digits on disk: atomic saves, damaged manifests, added image files, the dataset."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import stat
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnistlib import files
+from mnistlib.drawing import prepare_digit, preprocess
+from mnistlib.handwriting import (
+    HandwritingDataset,
+    HandwritingStore,
+    HandwritingWarning,
+    label_from_name,
+    stratified_split,
+)
+from mnistlib.strokes import example_strokes, rasterize
+from mnistlib.synthetic import make_synthetic_digits, synthetic_strokes
+
+MEAN, STD = 0.1307, 0.3081
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones included) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def store(tmp_path) -> HandwritingStore:
+    s = HandwritingStore(tmp_path / "my_digits")
+    s.add_drawing(example_strokes("7"), 7)
+    s.add_drawing(example_strokes("1"), 1)
+    return s
+
+
+# ------------------------------------------------------------------------ saving
+
+
+def test_a_saved_drawing_is_a_png_strokes_and_a_label(store) -> None:
+    manifest = [json.loads(line) for line in store.manifest.read_text().splitlines()]
+    assert [m["label"] for m in manifest] == [7, 1]
+    first = manifest[0]
+    assert first["file"] == "pad/00001_7.png" and first["size"] == 280 and first["brush"] == 20.0
+    assert first["strokes"] == [[list(p) for p in s] for s in example_strokes("7")]
+    png = np.asarray(Image.open(store.folder / first["file"]))
+    assert png.shape == (280, 280)  # canvas resolution
+    np.testing.assert_array_equal(png, 255 - rasterize(example_strokes("7")))  # black ink on white
+
+
+def test_samples_survive_a_restart(store) -> None:
+    again = HandwritingStore(store.folder)  # a new kernel: only what is on disk
+    assert [(s.label, s.path.name, s.source) for s in again.drawings()] == [
+        (7, "00001_7.png", "pad"), (1, "00002_1.png", "pad")]
+    assert again.counts() == [0, 1, 0, 0, 0, 0, 0, 1, 0, 0] and again.next_digit() == 0
+
+
+def test_remove_last_and_numbering(store) -> None:
+    removed = store.remove_last()
+    assert removed.label == 1 and not removed.path.exists()
+    assert [s.label for s in store.drawings()] == [7]
+    again = store.add_drawing(example_strokes("1"), 1)
+    assert again.path.name == "00002_1.png"
+    assert HandwritingStore(store.folder / "nothing").remove_last() is None
+
+
+def test_glitchy_points_are_not_saved(store) -> None:
+    sample = store.add_drawing([[(1, 2), (float("nan"), 3), (4, float("inf")), (5, 6)]], 3)
+    assert sample.strokes == [[[1.0, 2.0], [5.0, 6.0]]]
+    assert "NaN" not in store.manifest.read_text() and store.drawings()[-1].strokes == sample.strokes
+
+
+@pytest.mark.parametrize("label", [-1, 10, 3.0, "7", True])
+def test_labels_are_digits(store, label) -> None:
+    with pytest.raises(ValueError, match="label"):
+        store.add_drawing(example_strokes("7"), label)
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])  # 1: the drawing's PNG, 2: the manifest
+def test_a_full_disk_mid_save_loses_nothing(store, monkeypatch, failing_write: int) -> None:
+    before = snapshot(store.folder)
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == failing_write * 2 - 1:  # each write_atomic fsyncs the file, then the folder
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    with pytest.raises(OSError, match="No space left"):
+        store.add_drawing(example_strokes("7-bar"), 7)
+    monkeypatch.undo()
+    after = snapshot(store.folder)
+    assert {k: v for k, v in after.items() if k in before} == before  # earlier samples untouched
+    assert not [k for k in after if Path(k).name.startswith(".")]  # no temporary file left behind
+    assert [s.label for s in HandwritingStore(store.folder).drawings()] == [7, 1]
+
+
+def test_a_failing_write_call_leaves_the_old_file(tmp_path, monkeypatch) -> None:
+    target = tmp_path / "manifest.jsonl"
+    files.write_atomic(target, b"old\n")
+
+    class FullDisk:
+        def __init__(self, fd: int, mode: str) -> None:
+            self.fh = open(fd, mode)  # noqa: SIM115 - closed in __exit__
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+
+        def write(self, data: bytes) -> int:
+            self.fh.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fdopen", FullDisk)
+    with pytest.raises(OSError):
+        files.write_atomic(target, b"new and much longer\n")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old\n" and [p.name for p in tmp_path.iterdir()] == ["manifest.jsonl"]
+
+
+def test_written_files_respect_the_umask(tmp_path) -> None:
+    old = os.umask(0o027)
+    try:
+        path = files.write_atomic(tmp_path / "a.png", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not mkstemp's 0600
+
+
+# ------------------------------------------------------------------------ damaged manifests
+
+
+def test_damaged_manifest_lines_are_reported_and_skipped(store) -> None:
+    good = store.manifest.read_text().splitlines()
+    missing = json.dumps({"file": "pad/00099_5.png", "label": 5, "strokes": [[[1, 2]]]})
+    bad_label = good[0].replace('"label": 7', '"label": 12')
+    outside = good[0].replace('"pad/00001_7.png"', '"../../etc/passwd"')
+    lines = [good[0], "{not json", "", bad_label, missing, outside, "[1, 2]", good[1], good[1][:40]]
+    store.manifest.write_text("\n".join(lines) + "\n")
+    with pytest.warns(HandwritingWarning) as caught:
+        samples = store.drawings()
+    assert [s.label for s in samples] == [7, 1]
+    text = [str(w.message) for w in caught]
+    for number, words in [(2, "damaged"), (4, "label 12"), (5, "missing"), (6, "not a PNG"), (7, "JSON object"),
+                          (9, "damaged")]:
+        assert any(t.startswith(f"manifest.jsonl line {number} ") and words in t for t in text), (number, text)
+    assert not any(t.startswith(("manifest.jsonl line 1 ", "manifest.jsonl line 8 ")) for t in text)
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_sample(store) -> None:
+    text = store.manifest.read_text()
+    store.manifest.write_text(text + text.splitlines()[0][:30])  # a crash mid-line, no newline
+    store.add_drawing(example_strokes("7-bar"), 4)
+    with pytest.warns(HandwritingWarning, match="line 3"):
+        assert [s.label for s in store.drawings()] == [7, 1, 4]
+
+
+def test_remove_last_keeps_damaged_lines(store) -> None:
+    with open(store.manifest, "a") as fh:
+        fh.write("garbage\n")
+    with pytest.warns(HandwritingWarning):
+        assert store.remove_last().label == 1
+    assert store.manifest.read_text().splitlines()[-1] == "garbage"
+
+
+# ------------------------------------------------------------------------ image files
+
+
+def seven_on_paper(size: int = 200) -> Image.Image:
+    return Image.fromarray(255 - rasterize(example_strokes("7", size), size, brush=size / 14))
+
+
+@pytest.mark.parametrize(
+    "name, label",
+    [("7.png", 7), ("7_mine.jpg", 7), ("scan-3.png", 3), ("3/photo.jpg", 3), ("3/4.png", 3), ("a/b/5/x.png", 5),
+     ("img_2024_7.png", 7), ("digit7.png", None), ("1_and_2.png", None), ("photo.png", None), ("12.png", None)],
+)
+def test_labels_from_names(name: str, label: int | None) -> None:
+    assert label_from_name(name) == label
+
+
+def test_added_image_files_join_and_others_are_reported(store) -> None:
+    (store.folder / "3").mkdir()
+    seven_on_paper().save(store.folder / "3" / "photo.jpg")  # the folder says 3, whatever it looks like
+    seven_on_paper().save(store.folder / "scan_7.png")
+    seven_on_paper().save(store.folder / "unlabelled.png")
+    (store.folder / "notes.txt").write_text("my digits")
+    (store.folder / "fake_7.png").write_text("not a png")
+    (store.folder / ".hidden_7.png.tmp").write_bytes(b"half")
+    with pytest.warns(HandwritingWarning) as caught:
+        samples = store.samples()
+    assert [(s.label, s.source, s.path.name) for s in samples] == [
+        (7, "pad", "00001_7.png"), (1, "pad", "00002_1.png"), (3, "file", "photo.jpg"), (7, "file", "scan_7.png")]
+    text = " | ".join(str(w.message) for w in caught)
+    assert "notes.txt is not an image" in text and "fake_7.png is not an image" in text
+    assert "unlabelled.png has no label" in text and "hidden" not in text
+
+
+# ------------------------------------------------------------------------ the dataset
+
+
+def test_dataset_items_equal_the_preprocessing(store) -> None:
+    seven_on_paper(600).convert("RGB").save(store.folder / "7_photo.jpg", quality=90)
+    ds = HandwritingDataset(store.folder, mean=MEAN, std=STD)
+    assert len(ds) == 3 and ds.targets.tolist() == [7, 1, 7]
+    for i, sample in enumerate(ds.samples):
+        x, y = ds[i]
+        assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int) and y == sample.label
+        torch.testing.assert_close(x, preprocess(sample.path, MEAN, STD)[0], rtol=0, atol=0)
+    # a pad sample's file gives what the pad itself saw from the strokes
+    np.testing.assert_allclose(ds.images[0], prepare_digit(rasterize(example_strokes("7"))), atol=1e-6)
+
+
+def test_dataset_works_with_mnist_transforms_and_loaders(store) -> None:
+    from torch.utils.data import DataLoader
+
+    from mnistlib.data import torchvision_transform
+
+    ds = HandwritingDataset(store, transform=torchvision_transform("none", MEAN, STD), target_transform=str)
+    x, y = ds[0]
+    assert x.shape == (1, 28, 28) and y == "7"
+    plain = HandwritingDataset(store, mean=MEAN, std=STD)
+    assert (x - plain[0][0]).abs().max() < 0.5 / 255 / STD + 1e-6  # only 8-bit rounding differs
+    xb, yb = next(iter(DataLoader(plain, batch_size=2)))
+    assert xb.shape == (2, 1, 28, 28) and yb.tolist() == [7, 1]
+    assert plain.uint8_images().dtype == torch.uint8 and plain.uint8_images().shape == (2, 28, 28)
+
+
+def test_dataset_skips_unreadable_images_by_name(store) -> None:
+    Image.new("L", (50, 50), 255).save(store.folder / "blank_4.png")
+    with pytest.warns(HandwritingWarning, match="blank_4.png"):
+        ds = HandwritingDataset(store, mean=MEAN, std=STD)
+    assert len(ds) == 2 and ds.skipped[0][0].name == "blank_4.png" and "blank" in ds.skipped[0][1]
+
+
+def test_dataset_needs_a_normalisation(store) -> None:
+    with pytest.raises(ValueError, match="mean= and std="):
+        HandwritingDataset(store)
+
+
+def test_an_empty_folder_is_an_empty_dataset(tmp_path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = HandwritingDataset(tmp_path / "none", mean=MEAN, std=STD)
+    assert len(ds) == 0 and ds.images.shape == (0, 28, 28)
+
+
+# ------------------------------------------------------------------------ split
+
+
+def test_stratified_split() -> None:
+    labels = [d for d in range(10) for _ in range(d + 2)]  # 2 … 11 of each digit
+    tune, held = stratified_split(labels, 0.3, seed=1)
+    assert sorted(tune + held) == list(range(len(labels))) and not set(tune) & set(held)
+    for d in range(10):
+        n = labels.count(d)
+        k = sum(labels[i] == d for i in held)
+        assert 1 <= k <= n - 1 and abs(k - 0.3 * n) <= 1
+    assert stratified_split(labels, 0.3, seed=1) == (tune, held)
+    assert stratified_split(labels, 0.3, seed=2) != (tune, held)
+    assert stratified_split([5], 0.3) == ([0], [])
+    with pytest.raises(ValueError):
+        stratified_split(labels, 1.0)
+
+
+# ------------------------------------------------------------------------ synthetic handwriting
+
+
+def test_synthetic_digits_are_seeded_and_stored_like_drawings(tmp_path) -> None:
+    a = make_synthetic_digits(HandwritingStore(tmp_path / "a"), per_digit=2, seed=3)
+    b = make_synthetic_digits(HandwritingStore(tmp_path / "b"), per_digit=2, seed=3)
+    c = make_synthetic_digits(HandwritingStore(tmp_path / "c"), per_digit=2, seed=4)
+    assert [s.strokes for s in a] == [s.strokes for s in b] and [s.strokes for s in a] != [s.strokes for s in c]
+    assert [s.label for s in a] == list(range(10)) * 2
+    assert HandwritingStore(tmp_path / "a").counts() == [2] * 10
+    for s in a:
+        img = prepare_digit(s.path)  # each one is a readable digit
+        assert img.shape == (28, 28) and img.max() == pytest.approx(1.0)
+
+
+def test_synthetic_strokes_stay_on_the_canvas() -> None:
+    rng = np.random.default_rng(0)
+    for digit in range(10):
+        for _ in range(20):
+            strokes, brush = synthetic_strokes(digit, rng, 280)
+            pts = np.concatenate([np.asarray(s) for s in strokes])
+            assert pts.min() >= brush / 2 - 1e-6 and pts.max() <= 280 - brush / 2 + 1e-6
