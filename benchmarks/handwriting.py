@@ -1,6 +1,6 @@
 """Lesson 08's figures: fine-tuning on the synthetic writer, and training from scratch with augmentation.
 
-1. The base model (``quick_model()``, or ``--checkpoint``) is scored on the synthetic writer's held-out
+1. The base model (``load_or_train()``, or ``--checkpoint``) is scored on the synthetic writer's held-out
    digits (a stratified 30 % of ``--per-digit`` × 10, seeded) and on MNIST's 5,000 validation images,
    before and after :func:`mnistlib.finetune.fine_tune` with its defaults.
 2. For each augmentation in ``--variants`` a model of the same architecture is trained from scratch
@@ -34,7 +34,7 @@ from mnistlib.files import write_atomic
 from mnistlib.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, train_with_augmentation
 from mnistlib.handwriting import HandwritingDataset, HandwritingStore, stratified_split
 from mnistlib.synthetic import make_synthetic_digits
-from mnistlib.training import quick_model
+from mnistlib.checkpoints import load_or_train
 
 RESULTS = Path(__file__).resolve().parent / "results.json"
 VARIANTS = {
@@ -60,7 +60,7 @@ def store_results(key: str, value: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="base model (default: quick_model())")
+    parser.add_argument("--checkpoint", help="base model (default: load_or_train(): lesson 03's run, else the quick model)")
     parser.add_argument("--per-digit", type=int, default=20, help="synthetic samples per digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2, help="epochs for each from-scratch model")
@@ -69,7 +69,7 @@ def main() -> None:
                         help=f"comma-separated indices into: {list(VARIANTS)}")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else quick_model()
+    ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else load_or_train()
     store = HandwritingStore(tempfile.mkdtemp(prefix="synthetic_"))
     make_synthetic_digits(store, per_digit=args.per_digit, seed=args.seed)
     mine = HandwritingDataset(store, mean=ckpt.mean, std=ckpt.std)

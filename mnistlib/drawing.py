@@ -469,7 +469,7 @@ def predict_image(
 ) -> Prediction:
     """Predict the digit in an image file, Pillow image or array (one recipe for every input).
 
-    ``model`` is a Checkpoint (``load_checkpoint``, ``quick_model``) or an ``nn.Module`` with
+    ``model`` is a Checkpoint (``load_checkpoint``, ``load_or_train``) or an ``nn.Module`` with
     ``mean``/``std``. Below ``threshold`` the prediction says it is not sure.
     Raises :class:`DrawingError` with a one-line message for input holding no readable digit.
     """

@@ -22,7 +22,6 @@ from torch import nn
 
 from .checkpoints import checkpoint_path, new_run_stamp, release_stamp, save_checkpoint
 from .data import Augment, DataBundle, TensorLoader, get_data, mnist_tensors, split_indices
-from .models import get_model
 
 __all__ = ["STRONGER_AUGMENT", "HandAugment", "fine_tune", "mixed_data", "save_fine_tuned",
            "train_with_augmentation"]
@@ -81,13 +80,22 @@ def _thicken(x: torch.Tensor, most: int, generator: torch.Generator | None) -> t
 STRONGER_AUGMENT = HandAugment(thickness=1, slant=0.3)
 
 
-def _train(model: nn.Module, data: DataBundle, *, epochs: int, lr: float, seed: int,
-           scheduler: str = "none", device: str | torch.device | None = None, verbose: bool = False):
-    """The one call into the training engine for this module (returns its History)."""
+def _fit(model: nn.Module, data: DataBundle, *, epochs: int, lr: float, seed: int,
+         device: str | torch.device | None = None, verbose: bool = False):
+    """Fine-tuning is the series' one loop run on a trained model: Adam at a low constant learning rate,
+    with the callbacks any run gets (Ctrl-C, timing, a progress bar), saving nothing. Returns the History."""
+    from .devices import seed_everything
+    from .recipes import RUN_SETTINGS, Recipe, default_callbacks, make_optimizer
     from .training import fit
 
-    return fit(model, data, epochs=epochs, lr=lr, optimizer="adam", scheduler=scheduler, seed=seed,
-               device=device, save_checkpoints=False, live_plot=False, progress=verbose, verbose=verbose)
+    seed_everything(seed)
+    data.train.epoch = 0  # the same shuffles every time
+    recipe = Recipe("fine-tune", "fine-tuning on your digits", getattr(model, "registry_name", "custom"),
+                    epochs=epochs, lr=lr)
+    optimizer = make_optimizer("adam", model.parameters(), lr)
+    callbacks = default_callbacks(recipe, RUN_SETTINGS | {"save": False, "verbose": verbose}, optimizer,
+                                  len(data.train))
+    return fit(model, data, optimizer, epochs=epochs, device=device, callbacks=callbacks)
 
 
 def mixed_data(images: torch.Tensor, labels: torch.Tensor, *, mean: float, std: float, mnist_per_own: int = 10,
@@ -117,7 +125,7 @@ def fine_tune(checkpoint, images: torch.Tensor, labels: torch.Tensor, *, epochs:
     the checkpoint's own model is left untouched. Few epochs, low learning rate: adjust, not relearn."""
     model = copy.deepcopy(checkpoint.model)
     data = mixed_data(images, labels, mean=checkpoint.mean, std=checkpoint.std, seed=seed, **mix)
-    _train(model, data, epochs=epochs, lr=lr, seed=seed, device=device, verbose=verbose)
+    _fit(model, data, epochs=epochs, lr=lr, seed=seed, device=device, verbose=verbose)
     return model.cpu().eval()
 
 
@@ -127,11 +135,13 @@ def train_with_augmentation(name: str = "batchnorm", *, augment: Augment = STRON
                             verbose: bool = False) -> tuple[nn.Module, DataBundle]:
     """A new model ``name`` trained from scratch on MNIST with ``augment`` (OneCycle Adam, batches of 64);
     returns the model and its data (whose ``mean``/``std`` it was trained with)."""
+    from .recipes import Recipe, train
+
     data = get_data(batch_size=64, augment=augment, subset=subset, seed=seed)
-    torch.manual_seed(seed)
-    model = get_model(name)
-    _train(model, data, epochs=epochs, lr=lr, seed=seed, scheduler="onecycle", device=device, verbose=verbose)
-    return model.cpu().eval(), data
+    recipe = Recipe("stronger-augment", f"{name} with {augment!r}", name, epochs=epochs, batch_size=64, lr=lr,
+                    scheduler="onecycle")
+    run = train(recipe, data, save=False, seed=seed, device=device, verbose=verbose)
+    return run.model.cpu().eval(), data
 
 
 def save_fine_tuned(model: nn.Module, checkpoint, *, history: dict | None = None,

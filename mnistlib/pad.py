@@ -404,7 +404,7 @@ def _describe(source: Any) -> str:
 class DigitPad(widgets.VBox):
     """A drawing pad showing a live prediction: ``DigitPad(checkpoint)``.
 
-    ``model`` is a Checkpoint (``quick_model()``, ``load_checkpoint(path)``) or an ``nn.Module``
+    ``model`` is a Checkpoint (``load_or_train()``, ``load_checkpoint(path)``) or an ``nn.Module``
     with ``mean``/``std``. Below ``threshold`` the pad says it is not sure. ``collect`` (a folder,
     a :class:`~mnistlib.handwriting.HandwritingStore`, or True for ``<data root>/my_digits``) adds
     0–9 buttons that save labelled drawings. Draw with the mouse or a finger, or from code with

@@ -77,9 +77,9 @@ ALL_CELLS_RAN = """() => {
 COLLECT_NOTEBOOK = """from pathlib import Path
 
 from mnistlib.pad import DigitPad
-from mnistlib.training import quick_model
+from mnistlib.checkpoints import load_or_train
 
-pad = DigitPad(quick_model(), collect=Path({folder!r}))
+pad = DigitPad(load_or_train(), collect=Path({folder!r}))
 pad"""
 SERVER_START_S = 90
 NOTEBOOK_RUN_S = 240  # a quick model is trained first when there is no checkpoint to copy
