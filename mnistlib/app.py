@@ -19,7 +19,7 @@ BRUSH = 20
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def _model(path: str, mtime: float) -> webapp.LoadedModel:
+def _model(path: str, mtime: float) -> webapp.ServedModel:
     """Loaded once per file (and again when the file changes)."""
     return webapp.load_app_model(path)
 
@@ -39,7 +39,7 @@ def _show(prediction: Prediction | None) -> None:
         st.image(webapp.image28_png(prediction.image28), caption="what the model sees (28×28)", width=140)
 
 
-def _drawing(loaded: webapp.LoadedModel) -> None:
+def _drawing(loaded: webapp.ServedModel) -> None:
     from streamlit_drawable_canvas import st_canvas  # imported here: it only loads inside a running server
 
     st.session_state.setdefault("canvas", 0)
@@ -55,7 +55,7 @@ def _drawing(loaded: webapp.LoadedModel) -> None:
         _show(webapp.canvas_prediction(canvas.image_data, loaded))
 
 
-def _upload(loaded: webapp.LoadedModel) -> None:
+def _upload(loaded: webapp.ServedModel) -> None:
     file = st.file_uploader("…or upload a picture of a digit (PNG, JPEG…; dark ink on light paper or light on dark)",
                             key="upload")
     if file is None:

@@ -24,13 +24,15 @@ import time
 import urllib.request
 import webbrowser
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+from torch import nn
 
-from .drawing import FRAME, DrawingError, LoadedModel, Prediction, classify, prepare_digit, resolve_model
+from .drawing import FRAME, DrawingError, Prediction, classify, prepare_digit
 
 __all__ = [
     "APP_SCRIPT",
@@ -79,8 +81,9 @@ def no_model_message(folder: Path) -> str:
 
 
 def model_path(given: str | None = None, folder: Path | None = None) -> Path:
-    """The file to serve: ``given``, else ``$MNISTLIB_APP_MODEL``, else the newest best checkpoint."""
-    from .checkpoints import latest_checkpoint
+    """The file to serve: ``given``, else ``$MNISTLIB_APP_MODEL``, else lesson 03's run, else the newest best
+    checkpoint."""
+    from .checkpoints import find_checkpoint, latest_checkpoint
     from .config import checkpoint_dir
 
     given = given or os.environ.get(MODEL_ENV) or None
@@ -90,13 +93,28 @@ def model_path(given: str | None = None, folder: Path | None = None) -> Path:
             raise AppModelError(f"{path}: no such file (give a .pth checkpoint or an exported .onnx model)")
         return path
     folder = folder if folder is not None else checkpoint_dir()
-    newest = latest_checkpoint("best", folder)
+    newest = find_checkpoint("lesson-03", folder) or latest_checkpoint("best", folder)
     if newest is None:
         raise AppModelError(no_model_message(folder))
     return newest
 
 
-def load_app_model(path: str | Path) -> LoadedModel:
+@dataclass(frozen=True)
+class ServedModel:
+    """What the app predicts with: a model (PyTorch or onnxruntime), its normalisation, and one line about it."""
+
+    model: nn.Module
+    mean: float
+    std: float
+    description: str
+
+
+def _describe_checkpoint(ckpt: Any) -> str:
+    acc = ckpt.best_val_acc
+    return f"model {ckpt.name!r} from {Path(ckpt.path).name}" + (f" (validation accuracy {acc:.1%})" if acc else "")
+
+
+def load_app_model(path: str | Path) -> ServedModel:
     """A checkpoint (``.pth``) or an exported ONNX file (``.onnx``, run by onnxruntime) ready to predict."""
     from .checkpoints import CheckpointError, load_checkpoint
     from .export import ExportError, load_onnx
@@ -109,8 +127,9 @@ def load_app_model(path: str | Path) -> LoadedModel:
             description = f"ONNX model {name!r} from {path.name}, run by onnxruntime"
             if "quantised" in meta:
                 description += " (int8)"
-            return LoadedModel(module, float(meta.get("mean", 0.1307)), float(meta.get("std", 0.3081)), description)
-        return resolve_model(load_checkpoint(path))
+            return ServedModel(module, float(meta.get("mean", 0.1307)), float(meta.get("std", 0.3081)), description)
+        ckpt = load_checkpoint(path)
+        return ServedModel(ckpt.model, ckpt.mean, ckpt.std, _describe_checkpoint(ckpt))
     except (CheckpointError, ExportError) as exc:
         raise AppModelError(str(exc)) from None
 
@@ -120,7 +139,7 @@ def load_app_model(path: str | Path) -> LoadedModel:
 # --------------------------------------------------------------------------------------------
 
 
-def canvas_prediction(image_data: np.ndarray | None, loaded: LoadedModel) -> Prediction | None:
+def canvas_prediction(image_data: np.ndarray | None, loaded: ServedModel) -> Prediction | None:
     """The prediction for the canvas's RGBA pixels, or None while it holds no ink (nothing drawn yet)."""
     if image_data is None:
         return None
@@ -140,7 +159,7 @@ def _safe_name(name: str) -> str:
     return base[:100] or "upload"
 
 
-def upload_prediction(data: bytes, name: str, loaded: LoadedModel) -> Prediction:
+def upload_prediction(data: bytes, name: str, loaded: ServedModel) -> Prediction:
     """The prediction for an uploaded image file; :class:`DrawingError` with ``predict``'s messages if bad.
 
     The bytes go through the very same reader as ``python -m mnistlib predict FILE`` (written to a
@@ -158,6 +177,8 @@ def describe(prediction: Prediction | None) -> str:
     """The headline for a prediction: ``I read: 7 (98% sure)``, or the empty-canvas message."""
     if prediction is None:
         return EMPTY_MESSAGE
+    if not prediction.sure:
+        return f"Not sure — maybe a {prediction.digit} ({prediction.confidence:.0%})"
     return f"I read: {prediction.digit} ({prediction.confidence:.0%} sure)"
 
 

@@ -14,7 +14,6 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,25 +21,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port
 
-from mnistlib.drawing import example_strokes
+from mnistlib.strokes import example_strokes
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 SERVER_START_S = 60
 PREDICTION_MS = 30_000
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def healthy(url: str) -> bool:
@@ -105,17 +97,6 @@ def app(tmp_path_factory, data_root):
     finally:
         stop(proc)
 
-
-def draw(page, box: dict, strokes, size: int = 280) -> None:
-    """Draw strokes given in canvas pixels with real mouse moves."""
-    sx, sy = box["width"] / size, box["height"] / size
-    for stroke in strokes:
-        points = [(box["x"] + x * sx, box["y"] + y * sy) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for x, y in points[1:]:
-            page.mouse.move(x, y, steps=8)
-        page.mouse.up()
 
 
 def test_draw_upload_and_stop(app, tmp_path) -> None:

@@ -22,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port
 from PIL import Image
 
 from mnistlib.strokes import example_strokes, rasterize
@@ -41,16 +41,6 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "05_draw_a_digit.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
         "windowingMode": "none",  # keep off-screen cells (and the pad) in the page
@@ -85,11 +75,6 @@ SERVER_START_S = 90
 NOTEBOOK_RUN_S = 240  # a quick model is trained first when there is no checkpoint to copy
 PREDICTION_S = 30
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get_json(url: str, token: str, method: str = "GET") -> dict:
@@ -216,17 +201,6 @@ def lab(tmp_path_factory):
                 proc.wait()
         log.close()
 
-
-def draw(page, canvas_box: dict, strokes, size: int = 280) -> None:
-    """Draw strokes (canvas pixel coordinates) with real mouse moves over the canvas element."""
-    sx, sy = canvas_box["width"] / size, canvas_box["height"] / size
-    for stroke in strokes:
-        points = [(canvas_box["x"] + x * sx, canvas_box["y"] + y * sy) for x, y in stroke]
-        page.mouse.move(*points[0])
-        page.mouse.down()
-        for x, y in points[1:]:
-            page.mouse.move(x, y, steps=8)
-        page.mouse.up()
 
 
 def touch_draw(cdp, canvas_box: dict, strokes, size: int = 280, steps: int = 8) -> None:

@@ -16,8 +16,9 @@ from torch import nn
 from mnistlib import export as ex
 from mnistlib.checkpoints import Checkpoint, load_checkpoint
 from mnistlib.data import split_indices
-from mnistlib.drawing import classify, example_strokes, prepare_digit, rasterize
+from mnistlib.drawing import classify, prepare_digit
 from mnistlib.models import get_model, list_models
+from mnistlib.strokes import example_strokes, rasterize
 
 ort = pytest.importorskip("onnxruntime")
 

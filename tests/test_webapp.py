@@ -11,7 +11,8 @@ from PIL import Image
 from small_models import save_small, train_small
 
 from mnistlib import webapp
-from mnistlib.drawing import DrawingError, example_strokes, load_image, rasterize
+from mnistlib.drawing import DrawingError, load_image
+from mnistlib.strokes import example_strokes, rasterize
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +183,12 @@ def test_page_with_a_bad_model_file_says_so(monkeypatch, tmp_path: Path) -> None
     bad.write_bytes(b"junk")
     page = run_page(monkeypatch, tmp_path, "--checkpoint", str(bad))
     assert not page.exception and "bad.onnx" in page.warning[0].value
+
+
+def test_a_low_top_probability_reads_not_sure() -> None:
+    import numpy as np
+
+    from mnistlib.drawing import Prediction
+
+    unsure = Prediction(3, np.array([0.05, 0.05, 0.1, 0.4, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]), np.zeros((28, 28)))
+    assert webapp.describe(unsure).startswith("Not sure — maybe a 3")

@@ -22,23 +22,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from browser import CHROMIUM, CHROMIUM_ARGS
 from webpage_helpers import export_onnx, trained_checkpoint
 
-from mnistlib.drawing import example_strokes
+from mnistlib.strokes import example_strokes
 from mnistlib.webpage import WebPageError, build_site
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 #: A 4 with an open top, in the 280×280 canvas's pixels (drawn with a finger in the test).
 FOUR = [[(110, 45), (90, 160), (205, 160)], [(175, 50), (172, 245)]]
 LOAD_S = 60  # compiling the 15 MB wasm runtime on a slow, busy CPU

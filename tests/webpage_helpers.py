@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlib.drawing import example_strokes, rasterize
+from mnistlib.strokes import example_strokes, rasterize
 
 EXAMPLES = ("1", "7", "7-bar", "small-1-corner", "small-7-corner", "dot")
 
