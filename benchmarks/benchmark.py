@@ -34,9 +34,10 @@ from pathlib import Path
 from unittest.mock import patch
 
 import torch
+from machine import Conditions, cpu_threads_available, describe_model, load_average
+from store import RESULTS_PATH, save_result
 from torch.utils.data import DataLoader, Subset
 
-from machine import Conditions, cpu_threads_available, describe_model, load_average
 from mnistlib.data import DataBundle, get_data, torchvision_loaders
 from mnistlib.devices import seed_everything, threads
 from mnistlib.evaluation import SealedLoader
@@ -45,7 +46,6 @@ from mnistlib.recipes import RECIPES, Recipe, get_recipe, train
 from mnistlib.results import table
 from mnistlib.speed import images_per_second, inference_speed
 from mnistlib.training import evaluate
-from store import RESULTS_PATH, save_result
 
 EPOCH_IMAGES = 55_000  # the training split
 SEED_RECIPE = "digit-recognizer"

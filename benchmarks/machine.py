@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -84,8 +85,8 @@ class Conditions:
         args = sys.argv[1:] if argv is None else argv
         omp = os.environ.get("OMP_NUM_THREADS")
         nice = _niceness()
-        prefix = (f"nice -n {nice} " if nice else "") + (f"OMP_NUM_THREADS={omp} " if omp else "")
-        self.command = f"{prefix}python benchmarks/{script} {' '.join(args)}".strip()
+        prefix = (f"OMP_NUM_THREADS={omp} " if omp else "") + (f"nice -n {nice} " if nice else "")
+        self.command = f"{prefix}python benchmarks/{script} {shlex.join(args)}".strip()
         self.load_before, self.start = load_average(), time.perf_counter()
 
     def finish(self) -> dict:

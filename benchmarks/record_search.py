@@ -18,8 +18,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from torch import nn
-
 from experiments import (
     RecalibrateBatchNorm,
     TeacherTargets,
@@ -29,6 +27,9 @@ from experiments import (
     report_teachers,
 )
 from machine import Conditions
+from store import save_result
+from torch import nn
+
 from mnistlib.checkpoints import load_checkpoint, save_checkpoint
 from mnistlib.data import Augment, get_augment, get_data
 from mnistlib.devices import threads
@@ -36,7 +37,6 @@ from mnistlib.evaluation import SealedLoader
 from mnistlib.models import count_parameters
 from mnistlib.recipes import RECIPES, Recipe, train
 from mnistlib.results import figures, load
-from store import save_result
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -72,7 +72,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--save-dir", type=Path, default=None,
                    help="save each seed's trained model as seed<N>.pth here (mnistlib checkpoints)")
     p.add_argument("--results", type=Path, default=None,
-                   help="also add this variant's row to the record_search table in this results file")
+                   help="also add this variant's row to the <recipe>_search table in this results file")
+    p.add_argument("--baseline", action="store_true",
+                   help="with --results: store this run as the table's baseline (the recipe itself), not as a row")
+    p.add_argument("--kind", default="variant", help="with --results: the row's kind (length, optimizer, …)")
+    p.add_argument("--change", default=None, help="with --results: the change in words (default: the settings)")
     args = p.parse_args(argv)
     recipe = RECIPES[args.recipe]
     for name in ("epochs", "augment", "lr", "batch_size"):
@@ -150,16 +154,19 @@ def table_rows(args: argparse.Namespace, recipe: Recipe, teachers: list, runs: l
     return rows
 
 
-def add_to_results(path: Path, row: dict) -> None:
-    """Append the variant's row to the record_search table in ``path``, measured against the recipe's
-    validation accuracy on the same seeds."""
-    entry = figures("record_search", load(path)) if path.exists() else {"rows": []}
-    base = dict(zip(entry.get("baseline", {}).get("seeds", []), entry.get("baseline", {}).get("val_acc", []),
-                    strict=True))
-    if all(s in base for s in row["seeds"]):
-        row["delta"] = statistics.mean(row["val_acc"]) - statistics.mean(base[s] for s in row["seeds"])
-    entry["rows"] = [*entry.get("rows", []), row]
-    save_result("record_search", entry, path)
+def add_to_results(path: Path, key: str, row: dict, baseline: bool = False) -> None:
+    """Add the run to the ``key`` table in the results file: as its baseline, or as a row measured against
+    the baseline's validation accuracy on the same seeds."""
+    entry = figures(key, load(path)) if path.exists() and key in load(path) else {"rows": []}
+    if baseline:
+        entry["baseline"] = row
+    else:
+        base = dict(zip(entry.get("baseline", {}).get("seeds", []), entry.get("baseline", {}).get("val_acc", []),
+                        strict=True))
+        if all(s in base for s in row["seeds"]):
+            row["delta"] = statistics.mean(row["val_acc"]) - statistics.mean(base[s] for s in row["seeds"])
+        entry["rows"] = [*entry.get("rows", []), row]
+    save_result(key, entry, path)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -191,10 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     for line in table_rows(args, recipe, teachers, runs, params):
         print(line, flush=True)
     if args.results is not None:
-        add_to_results(args.results, {
-            "kind": "new run", "change": describe(args, recipe, teachers), "parameters": params,
-            "seeds": args.seeds, "val_acc": [r["val_acc"] for r in runs], "command": conditions.command,
-            "conditions": conditions.finish()})
+        add_to_results(args.results, f"{args.recipe}_search", {
+            "kind": args.kind, "change": args.change or describe(args, recipe, teachers), "parameters": params,
+            "seeds": args.seeds, "val_acc": [r["val_acc"] for r in runs], "seconds": [r["seconds"] for r in runs],
+            "command": conditions.command, "conditions": conditions.finish()}, args.baseline)
 
 
 if __name__ == "__main__":

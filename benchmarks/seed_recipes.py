@@ -19,10 +19,11 @@ import sys
 from pathlib import Path
 
 from machine import Conditions, load_average
+from store import RESULTS_PATH, save_result
+
 from mnistlib.devices import threads
 from mnistlib.evaluation import compare_recipes, format_table
 from mnistlib.recipes import SEED_RECIPES
-from store import RESULTS_PATH, save_result
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

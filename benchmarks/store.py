@@ -15,7 +15,7 @@ from typing import Any
 
 from mnistlib.results import RESULTS_PATH
 
-__all__ = ["RESULTS_PATH", "save_result", "write_json", "tidy"]
+__all__ = ["RESULTS_PATH", "save_result", "write_json", "write_text", "tidy"]
 
 
 def tidy(data: Any, digits: int = 6) -> Any:
@@ -29,14 +29,13 @@ def tidy(data: Any, digits: int = 6) -> Any:
     return data
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically, with the permissions the umask allows."""
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, with the permissions the umask allows."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
@@ -46,6 +45,11 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON to ``path`` atomically."""
+    write_text(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def save_result(key: str, entry: dict, path: str | Path | None = None) -> Path:

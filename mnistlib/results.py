@@ -22,7 +22,8 @@ RESULTS_PATH = REPO_ROOT / "benchmarks" / "results.json"
 
 #: The script (and options) that measures each key, for error messages.
 SOURCES = {"seed_recipes": "seed_recipes.py", "throughput": "benchmark.py", "time_to_99": "benchmark.py",
-           "inference": "benchmark.py", "record": "benchmark.py --record", "record_search": "record_search.py"}
+           "inference": "benchmark.py", "record": "benchmark.py --record", "record_search": "record_search.py",
+           "fast_search": "record_search.py --recipe fast"}
 
 
 class ResultsMissingError(LookupError):
@@ -107,9 +108,9 @@ def _record(entry: dict) -> list[str]:
             f"min {low:.2%}, max {high:.2%}; trained on {entry['train_images']:,} images."]
 
 
-def _record_search(entry: dict) -> list[str]:
+def _search(entry: dict) -> list[str]:
     rows = []
-    for r in entry["rows"]:
+    for r in [entry["baseline"]] * ("baseline" in entry) + entry["rows"]:
         accs = " / ".join(f"{a:.2%}" for a in r["val_acc"])
         delta = "–" if r.get("delta") is None else f"{r['delta']:+.2%}"
         rows.append([r["kind"], r["change"], f"{r['parameters']:,}", accs, f"{statistics.mean(r['val_acc']):.2%}",
@@ -121,12 +122,14 @@ def _record_search(entry: dict) -> list[str]:
 
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "seed_recipes": _seed_recipes, "throughput": _throughput, "time_to_99": _time_to_99, "inference": _inference,
-    "record": _record, "record_search": _record_search,
+    "record": _record, "record_search": _search, "fast_search": _search,
 }
 
 
 def _conditions(entry: dict) -> str:
-    c = entry.get("conditions", {})
+    c = entry.get("conditions")
+    if not c:  # measured row by row: each row keeps its own conditions
+        return entry.get("note", "Each row's command, machine and date are stored with it in results.json.")
     m = c.get("machine", {})
     where = (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, torch {m.get('torch', '?')}, "
              f"{m.get('threads', '?')} thread(s), device {m.get('device', 'cpu')}") if m else "?"
