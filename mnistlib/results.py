@@ -87,8 +87,22 @@ def _time_to_99(entry: dict) -> list[str]:
                      f"{acc:.2%} ± {std:.2%}", f"{low:.2%}",
                      f"1/{statistics.mean(base['train_seconds']) / mean_s:.0f}" if r is not base else "1"])
     header = ["recipe", "data pipeline", "epochs (fixed)", "seeds", "training s per run (mean)",
-              "final test acc (mean ± std)", "min", "training time"]
-    return _rows(header, "lllrrrrr", rows)
+              "final test acc (mean ± std)", "min", "training time vs the first row"]
+    return _rows(header, "lllrrrrr", rows) + _aim(entry)
+
+
+def _aim(entry: dict) -> list[str]:
+    """One line: did the last row reach the aim (mean accuracy, fraction of the first row's time)?"""
+    aim = entry.get("aim")
+    if not aim or len(entry["rows"]) < 2:
+        return []
+    base, last = entry["rows"][0], entry["rows"][-1]
+    acc = statistics.mean(last["test_acc"])
+    share = statistics.mean(base["train_seconds"]) / statistics.mean(last["train_seconds"])
+    yes = {True: "reached", False: "not reached"}
+    return ["", f"Aim: a mean of at least {aim['accuracy']:.1%} in at most 1/{aim['fraction']} of the first row's "
+                f"training time. Measured: {acc:.2%} ({yes[acc >= aim['accuracy']]}) in 1/{share:.0f} of it "
+                f"({yes[share >= aim['fraction']]})."]
 
 
 def _inference(entry: dict) -> list[str]:

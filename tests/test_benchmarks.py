@@ -98,10 +98,13 @@ def test_time_to_99_table_reports_final_accuracy_spread_and_time_ratio() -> None
         {"title": "seed", "pipeline": "torchvision", "epochs": 10, "seeds": [0, 1], "train_seconds": [200.0, 220.0],
          "test_acc": [0.984, 0.986]},
         {"title": "fast", "pipeline": "in-memory", "epochs": 2, "seeds": [0, 1, 2], "train_seconds": [5.0, 5.5, 5.25],
-         "test_acc": [0.990, 0.992, 0.988]}], "conditions": {}}
+         "test_acc": [0.990, 0.992, 0.988]}], "conditions": {}, "aim": {"accuracy": 0.99, "fraction": 40}}
     text = results.table("time_to_99", {"time_to_99": entry})
     fast = next(line for line in text.splitlines() if line.startswith("| fast"))
     assert "| 3 | 5.2 | 99.00% ± 0.20% | 98.80% | 1/40 |" in fast
+    assert "Measured: 99.00% (reached) in 1/40 of it (reached)." in text
+    entry["rows"][1]["test_acc"] = [0.989] * 3
+    assert "98.90% (not reached)" in results.table("time_to_99", {"time_to_99": entry})
     assert results.spread([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5), 1.0)
 
 
