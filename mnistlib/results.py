@@ -119,7 +119,9 @@ def _record(entry: dict) -> list[str]:
     return [*_rows(["seed", "parameters", "epochs", "training s (validation excluded)", "validation acc",
                     "test acc"], "rrrrrr", rows), "",
             f"Test accuracy over {len(rows)} seeds: mean **{acc:.2%} ± {std:.2%}** (sample std), "
-            f"min {low:.2%}, max {high:.2%}; trained on {entry['train_images']:,} images."]
+            f"min {low:.2%}, max {high:.2%}; trained on {entry['train_images']:,} images."
+            + (f" Aim: a mean of at least {entry['aim']:.1%}: {'reached' if acc >= entry['aim'] else 'not reached'}."
+               if entry.get("aim") else "")]
 
 
 def _search(entry: dict) -> list[str]:
