@@ -28,7 +28,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from unittest.mock import patch
@@ -57,7 +57,7 @@ class Settings:
 
     mode: str = "full"
     steps: int = 120  # timed batches per throughput row (the torchvision pipeline: a third of it)
-    repeats: int = 3  # throughput rows: the median of this many timings
+    repeats: int = 5  # throughput: rounds of every row; each row's median is reported
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     seed_recipe_runs: int | None = None  # the DigitRecognizerCNN recipe on the first N seeds (None: all)
     epochs: int | None = None  # None: each recipe's own
@@ -87,40 +87,42 @@ def fresh(recipe: Recipe) -> torch.nn.Module:
 # --------------------------------------------------------------------------- 1. throughput
 
 
-def throughput(s: Settings, device: str) -> list[dict]:
-    """Table 1: the seed pipeline, then mnistlib's path with one speed setting added at a time."""
-    rows: list[dict] = []
+@dataclass
+class Probe:
+    """One throughput row: what to train, on which batches, for how many timed steps, on how many threads."""
+
+    step: str
+    loader: Iterable
+    make: Callable[[], torch.nn.Module]
+    steps: int
+    threads: int | None = None
+    note: str = ""
+
+
+def probes(s: Settings, device: str) -> list[Probe]:
+    """Table 1's rows: the seed pipeline, then mnistlib's path with one speed setting added at a time."""
     seed, fast = get_recipe(SEED_RECIPE), get_recipe("fast")
-
-    def add(step: str, loader: object, recipe: Recipe = seed, steps: int | None = None, note: str = "",
-            model: Callable[[], torch.nn.Module] | None = None) -> None:
-        make = model or (lambda: fresh(recipe))
-        ips = statistics.median(images_per_second(make(), loader, steps=steps or s.steps, warmup=s.warmup,
-                                                  device=device) for _ in range(s.repeats))
-        rows.append({"step": step, "images_per_s": ips, "note": note})
-        print(f"  {step}: {ips:,.0f} images/s {note} (load {load_average()})", flush=True)
-
-    print("1. training throughput (DigitRecognizerCNN, RandomRotation(5), Adam)", flush=True)
-    add("DigitRecognizerCNN recipe: torchvision + PIL + DataLoader, batch 128",
-        torchvision_loaders(128, "rotate5")[0], steps=max(2, s.steps // 3))
-    for bs in (128, 256, 512):
-        add(f"mnistlib in-memory batches (TensorLoader), batch {bs}", get_data(bs, "rotate5", device=device).train)
     data = get_data(256, "rotate5", device=device)
-    add("… batch 256, channels-last", data.train, recipe=replace(seed, channels_last=True))
+    rows = [Probe("DigitRecognizerCNN recipe: torchvision + PIL + DataLoader, batch 128",
+                  torchvision_loaders(128, "rotate5")[0], lambda: fresh(seed), max(2, s.steps // 3))]
+    rows += [Probe(f"mnistlib in-memory batches (TensorLoader), batch {bs}",
+                   get_data(bs, "rotate5", device=device).train, lambda: fresh(seed), s.steps)
+             for bs in (128, 256, 512)]
+    layout = replace(seed, channels_last=True)
+    rows.append(Probe("… batch 256, channels-last", data.train, lambda: fresh(layout), s.steps))
     if device == "cpu":
-        for n in sorted({1, cpu_threads_available()}):
-            with threads(n):
-                add(f"… batch 256, {n} thread{'s' if n > 1 else ''}", data.train)
+        rows += [Probe(f"… batch 256, {n} thread{'s' if n > 1 else ''}", data.train, lambda: fresh(seed), s.steps, n)
+                 for n in sorted({1, cpu_threads_available()})]
     if s.compile:
-        rows.append(compile_row(s, device, data))
-    add(f"fast recipe's model ({describe_model(fresh(fast))}, batch {fast.batch_size}, augment {fast.augment})",
-        get_data(fast.batch_size, fast.augment, device=device).train, recipe=fast)
+        rows += compiled_probe(s, device, data)
+    rows.append(Probe(f"fast recipe's model ({describe_model(fresh(fast))}, batch {fast.batch_size}, augment "
+                      f"{fast.augment})", get_data(fast.batch_size, fast.augment, device=device).train,
+                      lambda: fresh(fast), s.steps))
     return rows
 
 
-def compile_row(s: Settings, device: str, data: DataBundle) -> dict:
-    """``torch.compile`` on the batch-256 row: its throughput and a learner's first compile time (caches off)."""
-    step = "… batch 256, torch.compile"
+def compiled_probe(s: Settings, device: str, data: DataBundle) -> list[Probe]:
+    """``torch.compile`` on the batch-256 row, compiled now and timed (a learner's first compile: caches off)."""
     try:
         import torch._inductor.config as inductor_config
 
@@ -128,15 +130,26 @@ def compile_row(s: Settings, device: str, data: DataBundle) -> dict:
         with patch.object(inductor_config, "force_disable_caches", True):
             compiled = torch.compile(fresh(get_recipe(SEED_RECIPE)))
             images_per_second(compiled, data.train, steps=1, warmup=1, device=device)  # compiles
-        compile_s = time.perf_counter() - t0
-        ips = statistics.median(images_per_second(compiled, data.train, steps=s.steps, warmup=s.warmup,
-                                                  device=device) for _ in range(s.repeats))
     except Exception as exc:  # no compiler, unsupported platform
         print(f"  torch.compile failed: {type(exc).__name__}: {exc}", flush=True)
-        return {"step": step, "images_per_s": float("nan"), "note": f"failed: {type(exc).__name__}"}
-    print(f"  {step}: {ips:,.0f} images/s (compile {compile_s:.0f} s)", flush=True)
-    return {"step": step, "images_per_s": ips, "note": f"(compile: {compile_s:.0f} s, caches off)",
-            "compile_seconds": compile_s}
+        return []
+    note = f"(compile: {time.perf_counter() - t0:.0f} s, caches off)"
+    return [Probe("… batch 256, torch.compile", data.train, lambda: compiled, s.steps, note=note)]
+
+
+def throughput(s: Settings, device: str) -> list[dict]:
+    """Table 1, in rounds: every row once per round, so that all rows meet the same load; the median per row."""
+    print("1. training throughput (DigitRecognizerCNN, RandomRotation(5), Adam)", flush=True)
+    rows = probes(s, device)
+    speeds: list[list[float]] = [[] for _ in rows]
+    for round_ in range(1, s.repeats + 1):
+        for row, measured in zip(rows, speeds, strict=True):
+            with threads(row.threads):
+                measured.append(images_per_second(row.make(), row.loader, steps=row.steps, warmup=s.warmup,
+                                                  device=device))
+        print(f"  round {round_}/{s.repeats} done (load {load_average()})", flush=True)
+    return [{"step": r.step, "images_per_s": statistics.median(m), "each_round": m, "note": r.note}
+            for r, m in zip(rows, speeds, strict=True)]
 
 
 # --------------------------------------------------------------------------- 2. time to 99 %
@@ -229,8 +242,9 @@ def record(s: Settings, device: str, val_size: int) -> dict:
 NOTES = {
     "time_to_99": "Each run trains its recipe's fixed schedule (chosen on the validation split) and reads the "
                   "test set once, after its last epoch; training seconds exclude validation.",
-    "throughput": "Median of {repeats} timings of {steps} Adam steps per row (the torchvision pipeline: a third "
-                  "as many); loading and augmenting the batches is timed too.",
+    "throughput": "Each row's median over {repeats} rounds, every row timed once per round so that all meet the "
+                  "same load: {steps} Adam steps (the torchvision pipeline: a third as many), loading and "
+                  "augmenting the batches included.",
 }
 
 
