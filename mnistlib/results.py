@@ -22,7 +22,8 @@ RESULTS_PATH = REPO_ROOT / "benchmarks" / "results.json"
 
 #: The script (and options) that measures each key, for error messages.
 SOURCES = {"seed_recipes": "seed_recipes.py", "throughput": "benchmark.py", "time_to_99": "benchmark.py",
-           "inference": "benchmark.py", "record": "benchmark.py --record", "record_search": "record_search.py",
+           "inference": "benchmark.py", "record": "benchmark.py --record",
+           "record_refit": "benchmark.py --record --record-val-size 0", "record_search": "record_search.py",
            "fast_search": "record_search.py --recipe fast"}
 
 
@@ -138,7 +139,7 @@ def _search(entry: dict) -> list[str]:
 
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "seed_recipes": _seed_recipes, "throughput": _throughput, "time_to_99": _time_to_99, "inference": _inference,
-    "record": _record, "record_search": _search, "fast_search": _search,
+    "record": _record, "record_refit": _record, "record_search": _search, "fast_search": _search,
 }
 
 
