@@ -93,6 +93,12 @@ def test_render_blocks_rewrites_only_what_is_between_the_markers() -> None:
     assert results.render_blocks(out, figures) == out  # rendering is idempotent
 
 
+def test_show_prints_the_table_outside_a_notebook(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = {"inference": {"rows": [{"model": "m", "parameters": 1, "batch_1": 1.0, "batch_1000": 1.0}]}}
+    results.show("inference", figures)
+    assert capsys.readouterr().out.strip() == results.table("inference", figures).strip()
+
+
 def test_time_to_99_table_reports_final_accuracy_spread_and_time_ratio() -> None:
     entry = {"rows": [
         {"title": "seed", "pipeline": "torchvision", "epochs": 10, "seeds": [0, 1], "train_seconds": [200.0, 220.0],
