@@ -153,7 +153,7 @@ def make_schedule(name: str, optimizer: torch.optim.Optimizer, *, epochs: int, s
 #: Settings of a run that are not part of its recipe, with their defaults (``train(..., seed=1)``).
 RUN_SETTINGS: dict[str, Any] = {
     "seed": 0, "subset": None, "device": None, "checkpoint_dir": None, "save": True, "tag": "", "resume": None,
-    "verbose": True,
+    "verbose": True, "loss_fn": None,
 }
 
 
@@ -220,7 +220,8 @@ def train(recipe: str | Recipe, data: DataBundle | None = None, *, callbacks: It
     """Train a recipe (a name or a :class:`Recipe`) and return the :class:`Trained` model and history.
 
     ``overrides`` change recipe fields (``epochs=3``, ``lr=0.01``) or run settings (:data:`RUN_SETTINGS`:
-    ``seed``, ``subset``, ``device``, ``checkpoint_dir``, ``save``, ``tag``, ``resume``, ``verbose``).
+    ``seed``, ``subset``, ``device``, ``checkpoint_dir``, ``save``, ``tag``, ``resume``, ``verbose``, and
+    ``loss_fn``: the training loss, default cross-entropy; validation always scores cross-entropy).
     ``callbacks`` are added to :func:`default_callbacks`. With ``resume`` (a checkpoint or its path) the
     run continues where it stopped, ``epochs`` more epochs (default: the ones it had left).
     """
@@ -241,7 +242,8 @@ def train(recipe: str | Recipe, data: DataBundle | None = None, *, callbacks: It
     callbacks = default_callbacks(replace(recipe, epochs=planned), settings, optimizer, len(data.train), span) + list(
         callbacks or [])
     history = _resume(ckpt, model, optimizer, callbacks, data, span != planned) if ckpt is not None else None
-    history = fit(model, data, optimizer, epochs=recipe.epochs, device=device, callbacks=callbacks, history=history)
+    history = fit(model, data, optimizer, epochs=recipe.epochs, loss_fn=settings["loss_fn"], device=device,
+                  callbacks=callbacks, history=history)
     return Trained(model, history, data, recipe)
 
 
