@@ -16,27 +16,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+import render
 import torch
+from machine import cpu_name
+from store import RESULTS_PATH, save_result
 
-import mnistlib
 from mnistlib import export as ex
 from mnistlib.checkpoints import load_checkpoint, plain
 from mnistlib.devices import eval_mode
+from mnistlib.results import table
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
-README = Path(__file__).resolve().parent.parent / "README.md"
-MARKERS = ("<!-- results:export -->", "<!-- /results:export -->")
 KEY = "export"
 TRAIN_ARGS = ["train", "--model", "batchnorm", "--epochs", "2", "--scheduler", "onecycle", "--lr", "5e-3",
               "--batch-size", "64"]
@@ -47,34 +46,8 @@ LABELS = {"pytorch": "PyTorch float32", "onnx": "ONNX float32", "int8": "ONNX in
 # ------------------------------------------------------------------------------------ helpers
 
 
-def cpu_name() -> str:
-    """The processor's model name, from /proc/cpuinfo where there is one."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def write_results(key: str, value: dict, path: Path = RESULTS) -> None:
-    """Store ``value`` under ``key`` in the results file: read, modify, write atomically (other keys kept)."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[key] = value
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def train_checkpoint(folder: Path) -> Path:
@@ -144,48 +117,10 @@ def measure(checkpoint: Path, args: argparse.Namespace, folder: Path) -> dict:
     return {"checkpoint": ckpt, "rows": rows, "parity": parity, "int8": quant}
 
 
-def render_table(export: dict) -> str:
-    """The markdown table of ``results.json["export"]`` (the README shows exactly this)."""
-    lines = ["| model | threads | file size | test accuracy | images/s, batch 1 | images/s, batch 1,000 |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for row in export["rows"].values():
-        lines.append(f"| {row['label']} | {row['threads']} | {row['bytes'] / 1024:,.0f} KiB | "
-                     f"{row['test_accuracy']:.2%} | {row['images_per_s_batch_1']:,.0f} | "
-                     f"{row['images_per_s_batch_1000']:,.0f} |")
-    return "\n".join(lines)
 
 
-def render_block(export: dict) -> str:
-    """The README's block between :data:`MARKERS`: the table, where and how it was measured."""
-    int8 = export["int8"]
-    return (f"{render_table(export)}\n\n"
-            f"Checkpoint: {export['checkpoint']} (model `{export['model']}`). ONNX float32 predicts the same digit as "
-            f"PyTorch for {export['parity']['same_predictions']:,} of {export['parity']['images']:,} test images "
-            f"(largest logit difference {export['parity']['max_abs_logit_diff']:.1e}); int8, calibrated on "
-            f"{int8['calibration_images']:,} training images, agrees with float32 on "
-            f"{int8['agreement_with_float32']:.2%} of the {int8['test_images']:,}. File size: the weights alone for "
-            f"PyTorch (`torch.save(model.state_dict())`), the whole file for ONNX.\n\n"
-            f"Measured on: {export['machine']}, torch {export['torch']}, onnxruntime {export['onnxruntime']}; "
-            f"{' and '.join(map(str, export['threads']))} threads; images/s: {export['timing']}; "
-            f"load average {export['load_average']} before/after; {export['date']}; {export['seconds']:.0f} s "
-            f"in all.\nCommand: `{export['command']}`")
 
 
-def update_readme(export: dict, readme: Path = README) -> None:
-    """Replace the README's block between :data:`MARKERS` with :func:`render_block` (atomic write)."""
-    text = readme.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    text = f"{text[:start]}\n{render_block(export)}\n{text[end:]}"
-    fd, tmp = tempfile.mkstemp(dir=readme.parent, prefix=".README.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, readme.stat().st_mode & 0o777)
-        os.replace(tmp, readme)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def record(measured: dict, args: argparse.Namespace, source: str, started: float) -> dict:
@@ -210,7 +145,7 @@ def record(measured: dict, args: argparse.Namespace, source: str, started: float
         "machine": f"{os.cpu_count()}-core CPU ({cpu_name()})",
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
-        "mnistlib": mnistlib.__version__,
+        "mnistlib": version("mnistlib"),
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "seconds": round(time.perf_counter() - started, 1),
         "command": ("python benchmarks/export_speed.py " + shlex.join(sys.argv[1:])).strip(),
@@ -225,14 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=1.0, help="length of each speed timing [1]")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the best counts [5]")
     parser.add_argument("--smoke", action="store_true", help="short timings, results.json untouched")
-    parser.add_argument("--results", type=Path, default=RESULTS, help="results file [benchmarks/results.json]")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="only rewrite the README's table from the results file, measure nothing")
+    parser.add_argument("--results", type=Path, default=RESULTS_PATH, help="results file [benchmarks/results.json]")
     args = parser.parse_args(argv)
-    if args.update_readme:
-        update_readme(json.loads(args.results.read_text())[KEY])
-        print(f"updated {README}")
-        return 0
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
         if args.checkpoint:
@@ -248,14 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCheckpoint: {source} (model {entry['model']}, validation accuracy {entry['best_val_acc']:.2%})")
     print(measured["parity"])
     print(measured["int8"], "\n")
-    print(render_table(entry))
-    print(f"\nMeasured on: {entry['machine']}, torch {entry['torch']}, onnxruntime {entry['onnxruntime']}; "
-          f"threads {args.threads}; load average {entry['load_average']} before/after; {entry['date']}; "
-          f"{entry['seconds']:.0f} s in all.\nCommand: `{entry['command']}`")
+    print(table(KEY, {KEY: entry}))
     if not args.smoke:
-        write_results(KEY, entry, args.results)
-        update_readme(entry)
-        print(f"wrote {args.results} [{KEY!r}] and the table in {README.name}")
+        save_result(KEY, entry, args.results)
+        render.main(["--results", str(args.results)])  # README's export table, from the file just written
     return 0
 
 

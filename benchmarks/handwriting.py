@@ -17,26 +17,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
+from store import save_result
 from torch.utils.data import DataLoader, Subset
 
-from mnistlib.checkpoints import load_checkpoint
+from mnistlib.checkpoints import load_checkpoint, load_or_train
 from mnistlib.data import get_data
 from mnistlib.evaluation import predict_all
-from mnistlib.files import write_atomic
 from mnistlib.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, train_with_augmentation
 from mnistlib.handwriting import HandwritingDataset, HandwritingStore, stratified_split
 from mnistlib.synthetic import make_synthetic_digits
-from mnistlib.checkpoints import load_or_train
 
-RESULTS = Path(__file__).resolve().parent / "results.json"
 VARIANTS = {
     "none": HandAugment(),
     "thickness+slant (STRONGER_AUGMENT)": STRONGER_AUGMENT,
@@ -51,16 +48,11 @@ def accuracy(model: torch.nn.Module, loader) -> float:
     return predict_all(model, loader, keep_images=False).accuracy
 
 
-def store_results(key: str, value: dict) -> None:
-    """Read-modify-write ``results.json``: replace ``key``, keep every other key."""
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data[key] = value
-    write_atomic(RESULTS, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="base model (default: load_or_train(): lesson 03's run, else the quick model)")
+    parser.add_argument("--checkpoint",
+                        help="base model (default: load_or_train(): lesson 03's run, else the quick model)")
     parser.add_argument("--per-digit", type=int, default=20, help="synthetic samples per digit")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2, help="epochs for each from-scratch model")
@@ -97,8 +89,8 @@ def main() -> None:
                             "mnist_val": round(v, 4)})
     out.update(seconds=round(time.perf_counter() - t0), epochs=args.epochs, subset=args.subset,
                command=" ".join(["python", *sys.argv]), torch=torch.__version__,
-               cpu=platform.processor() or platform.machine(), date=dt.date.today().isoformat())
-    store_results("handwriting", out)
+               cpu=cpu_name(), date=dt.date.today().isoformat())
+    save_result("handwriting", out)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ fsync, ``os.replace`` — so an interrupted run or a full disk leaves the old fi
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mnistlib.results import RESULTS_PATH
+from mnistlib.safefiles import write_text
 
 __all__ = ["RESULTS_PATH", "save_result", "write_json", "write_text", "tidy"]
 
@@ -28,23 +27,6 @@ def tidy(data: Any, digits: int = 6) -> Any:
         return [tidy(v, digits) for v in data]
     return data
 
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, with the permissions the umask allows."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600; a normal file gets what the umask allows
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: Any) -> None:

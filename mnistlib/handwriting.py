@@ -8,7 +8,7 @@ A folder (default ``<data root>/my_digits``) holds it all::
       7/photo.jpg         a photo or scan: the label is the folder's name …
       scan_3.png          … or a lone digit in the file name
 
-Every write is atomic (:func:`mnistlib.files.write_atomic`): a crash, a kill or a full disk during a
+Every write is atomic (:func:`mnistlib.safefiles.write_bytes`): a crash, a kill or a full disk during a
 save leaves the earlier samples exactly as they were. A damaged manifest line, a file that is not an
 image and a file without a label are each reported by name (a :class:`HandwritingWarning`) and
 skipped. :class:`HandwritingDataset` serves the folder the way torchvision's MNIST serves MNIST.
@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 
 from . import config
 from .drawing import DrawingError, prepare_digit
-from .files import write_atomic
+from .safefiles import write_bytes
 from .strokes import StrokeList, Strokes, rasterize
 
 __all__ = [
@@ -179,11 +179,11 @@ class HandwritingStore:
         plain = _check_strokes([[list(p) for p in s] for s in strokes])
         (self.folder / DRAWINGS).mkdir(parents=True, exist_ok=True)
         name = f"{DRAWINGS}/{self._next_number():05d}_{label}.png"
-        write_atomic(self.folder / name, _png(255 - rasterize(plain, size, brush)))  # black on white
+        write_bytes(self.folder / name, _png(255 - rasterize(plain, size, brush)))  # black on white
         entry = {"file": name, "label": label, "size": int(size), "brush": float(brush),
                  "saved": _dt.datetime.now().isoformat(timespec="seconds"), "strokes": plain}
         text = "".join(line + "\n" for line in self._lines())
-        write_atomic(self.manifest, (text + json.dumps(entry) + "\n").encode("utf-8"))
+        write_bytes(self.manifest, (text + json.dumps(entry) + "\n").encode("utf-8"))
         return Sample(label, self.folder / name, "pad", plain)
 
     def remove_last(self) -> Sample | None:
@@ -194,7 +194,7 @@ class HandwritingStore:
         number, sample = entries[-1]
         lines = self._lines()
         del lines[number - 1]
-        write_atomic(self.manifest, "".join(line + "\n" for line in lines).encode("utf-8"))
+        write_bytes(self.manifest, "".join(line + "\n" for line in lines).encode("utf-8"))
         sample.path.unlink(missing_ok=True)
         return sample
 

@@ -137,7 +137,31 @@ def _search(entry: dict) -> list[str]:
     return _rows(header, "llrlrrl", rows)
 
 
+def _export(entry: dict) -> list[str]:
+    """Lesson 09's table: PyTorch float32 against ONNX float32 and int8, and how the files were checked."""
+    lines = ["| model | threads | file size | test accuracy | images/s, batch 1 | images/s, batch 1,000 |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['label']} | {r['threads']} | {r['bytes'] / 1024:,.0f} KiB | {r['test_accuracy']:.2%} | "
+              f"{r['images_per_s_batch_1']:,.0f} | {r['images_per_s_batch_1000']:,.0f} |"
+              for r in entry["rows"].values()]
+    parity, int8 = entry["parity"], entry["int8"]
+    return [*lines, "", f"Checkpoint: {entry['checkpoint']} (model `{entry['model']}`). ONNX float32 predicts the "
+            f"same digit as PyTorch for {parity['same_predictions']:,} of {parity['images']:,} test images (largest "
+            f"logit difference {parity['max_abs_logit_diff']:.1e}); int8, calibrated on "
+            f"{int8['calibration_images']:,} training images, agrees with float32 on "
+            f"{int8['agreement_with_float32']:.2%} of the {int8['test_images']:,}. File size: the weights alone for "
+            "PyTorch (`torch.save(model.state_dict())`), the whole file for ONNX.", "",
+            f"Measured on: {entry['machine']}, torch {entry['torch']}, onnxruntime {entry['onnxruntime']}; "
+            f"{' and '.join(map(str, entry['threads']))} threads; images/s: {entry['timing']}; load average "
+            f"{entry['load_average']} before/after; {entry['date']}; {entry['seconds']:.0f} s in all.",
+            f"Command: `{entry['command']}`"]
+
+
+#: Keys whose renderer already says where, when and how they were measured.
+SELF_DESCRIBED = {"export"}
+
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
+    "export": _export,
     "seed_recipes": _seed_recipes, "throughput": _throughput, "time_to_99": _time_to_99, "inference": _inference,
     "record": _record, "record_refit": _record, "record_search": _search, "fast_search": _search,
 }
@@ -161,7 +185,8 @@ def table(key: str, results: dict | None = None) -> str:
     entry = figures(key, results)
     if key not in RENDERERS:
         raise ResultsMissingError(f"no table for {key!r}; tables: {', '.join(RENDERERS)}")
-    return "\n".join([*RENDERERS[key](entry), "", _conditions(entry)])
+    tail = [] if key in SELF_DESCRIBED else ["", _conditions(entry)]
+    return "\n".join([*RENDERERS[key](entry), *tail])
 
 
 def show(key: str, results: dict | None = None) -> None:

@@ -238,24 +238,6 @@ def test_cli_needs_an_output(small_checkpoint: Path, capsys) -> None:
 # ------------------------------------------------------------------------ README against results.json
 
 
-def test_readme_table_matches_results_json() -> None:
-    import importlib.util
-    import json
-
-    root = Path(__file__).resolve().parent.parent
-    results = root / "benchmarks" / "results.json"
-    if not results.exists() or "export" not in json.loads(results.read_text()):
-        pytest.skip("no export figures in benchmarks/results.json yet")
-    spec = importlib.util.spec_from_file_location("export_speed", root / "benchmarks" / "export_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    readme = (root / "README.md").read_text()
-    start, end = (readme.index(m) for m in bench.MARKERS)
-    block = readme[start + len(bench.MARKERS[0]) : end].strip()
-    assert block == bench.render_block(json.loads(results.read_text())["export"]), (
-        "README's export table differs from benchmarks/results.json: run "
-        "python benchmarks/export_speed.py --update-readme")
-
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="the page's runtime is installed with npm")
 def test_python_m_mnistlib_export_web_writes_the_page(small_checkpoint: Path, tmp_path: Path, capsys) -> None:

@@ -71,16 +71,14 @@ def test_mixed_data_mixes_your_digits_with_mnist(mnist_env) -> None:
 
 def test_fine_tuning_reads_your_digits_better_without_forgetting_mnist(mnist_env, tmp_path) -> None:
     """Seeded, on the CPU: a small model, synthetic handwriting, fine-tuned with the defaults."""
-    from mnistlib.finetune import _train
     from mnistlib.handwriting import HandwritingDataset, HandwritingStore, stratified_split
-    from mnistlib.models import get_model
+    from mnistlib.recipes import Recipe, train
     from mnistlib.synthetic import make_synthetic_digits
     from mnistlib.training import evaluate
 
     data = __import__("mnistlib.data", fromlist=["get_data"]).get_data(batch_size=64, subset=3000, seed=0)
-    torch.manual_seed(0)
-    base = get_model("batchnorm")
-    _train(base, data, epochs=1, lr=5e-3, seed=0, scheduler="onecycle", device="cpu")
+    recipe = Recipe("base", "a small base model", "batchnorm", epochs=1, batch_size=64, lr=5e-3, scheduler="onecycle")
+    base = train(recipe, data, save=False, seed=0, device="cpu", verbose=False).model
     ckpt = types.SimpleNamespace(model=base, mean=data.mean, std=data.std)
 
     store = HandwritingStore(tmp_path / "my_digits")

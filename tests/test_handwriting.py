@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlib import files
+from mnistlib import safefiles
 from mnistlib.drawing import prepare_digit, preprocess
 from mnistlib.handwriting import (
     HandwritingDataset,
@@ -91,11 +91,11 @@ def test_a_full_disk_mid_save_loses_nothing(store, monkeypatch, failing_write: i
 
     def fsync(fd: int) -> None:
         calls.append(fd)
-        if len(calls) == failing_write * 2 - 1:  # each write_atomic fsyncs the file, then the folder
+        if len(calls) == failing_write * 2 - 1:  # each atomic write fsyncs the file, then the folder
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(files.os, "fsync", fsync)
+    monkeypatch.setattr(safefiles.os, "fsync", fsync)
     with pytest.raises(OSError, match="No space left"):
         store.add_drawing(example_strokes("7-bar"), 7)
     monkeypatch.undo()
@@ -107,25 +107,16 @@ def test_a_full_disk_mid_save_loses_nothing(store, monkeypatch, failing_write: i
 
 def test_a_failing_write_call_leaves_the_old_file(tmp_path, monkeypatch) -> None:
     target = tmp_path / "manifest.jsonl"
-    files.write_atomic(target, b"old\n")
+    safefiles.write_bytes(target, b"old\n")
+    real = Path.write_bytes
 
-    class FullDisk:
-        def __init__(self, fd: int, mode: str) -> None:
-            self.fh = open(fd, mode)  # noqa: SIM115 - closed in __exit__
+    def half_then_full_disk(self: Path, data: bytes) -> int:
+        real(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc) -> None:
-            self.fh.close()
-
-        def write(self, data: bytes) -> int:
-            self.fh.write(data[: len(data) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(files.os, "fdopen", FullDisk)
+    monkeypatch.setattr(Path, "write_bytes", half_then_full_disk)
     with pytest.raises(OSError):
-        files.write_atomic(target, b"new and much longer\n")
+        safefiles.write_bytes(target, b"new and much longer\n")
     monkeypatch.undo()
     assert target.read_bytes() == b"old\n" and [p.name for p in tmp_path.iterdir()] == ["manifest.jsonl"]
 
@@ -133,7 +124,7 @@ def test_a_failing_write_call_leaves_the_old_file(tmp_path, monkeypatch) -> None
 def test_written_files_respect_the_umask(tmp_path) -> None:
     old = os.umask(0o027)
     try:
-        path = files.write_atomic(tmp_path / "a.png", b"x")
+        path = safefiles.write_bytes(tmp_path / "a.png", b"x")
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not mkstemp's 0600

@@ -50,6 +50,8 @@ def problem(url: str, base: Path | None = None) -> str | None:
         return "empty or contains whitespace"
     parts = urlsplit(url)
     if parts.scheme:
+        if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"):
+            return None  # a server on the learner's own machine (the app, the page): no TLS there
         if parts.scheme != "https":
             return f"scheme {parts.scheme!r}: use https"
         if "." not in parts.netloc or parts.netloc.startswith(".") or "@" in parts.netloc:

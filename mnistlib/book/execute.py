@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+from ..safefiles import write_text
 
 __all__ = ["execute_notebook", "execute_all"]
 
@@ -26,19 +27,7 @@ def execute_notebook(source: str | Path, out_dir: str | Path, timeout: int = 600
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(out_dir)}})
     client.execute()
-    target = out_dir / source.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(nbformat.from_dict(nb), f, ensure_ascii=False, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return write_text(out_dir / source.name, json.dumps(nbformat.from_dict(nb), ensure_ascii=False, indent=1))
 
 
 def execute_all(sources: Iterable[str | Path], out_dir: str | Path, timeout: int = 600) -> list[Path]:

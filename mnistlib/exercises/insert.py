@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..safefiles import write_text
 from . import material
 from .core import LEVELS, Exercise, LessonMaterial, bullet_list
 
@@ -164,28 +163,6 @@ def _dumps(nb: dict[str, Any]) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename; keep the file's mode."""
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
 def insert_file(path: str | Path, lesson: int | str, sections: Sequence[str] = SECTIONS, check: bool = False) -> bool:
     """Insert the material into the notebook at ``path``; True if the file changed (or would, with ``check``)."""
     path = Path(path)
@@ -197,7 +174,9 @@ def insert_file(path: str | Path, lesson: int | str, sections: Sequence[str] = S
     new = _dumps(insert_material(nb, lesson, sections))
     changed = new != text
     if changed and not check:
-        _write_atomic(path, new)
+        mode = path.stat().st_mode & 0o777
+        write_text(path, new)
+        os.chmod(path, mode)  # a rewritten lesson keeps its permissions
     return changed
 
 

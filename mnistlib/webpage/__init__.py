@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
+
+from ..safefiles import write_bytes
 
 __all__ = ["PAGE_FILES", "RUNTIME_FILES", "WebPageError", "build_site", "ensure_runtime", "serve_hint"]
 
@@ -75,19 +76,6 @@ def ensure_runtime(package_dir: str | Path = PACKAGE_DIR) -> Path:
     return dist
 
 
-def _write_atomic(dest: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder (created with the umask's permissions)."""
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_model(onnx_path: Path) -> bytes:
     """The model's bytes, refusing what the page cannot load (missing, empty, external weights)."""
     if not onnx_path.is_file():
@@ -129,12 +117,12 @@ def build_site(onnx_path: str | Path, out_dir: str | Path, *, mean: float, std: 
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name in PAGE_FILES:
-            _write_atomic(out / name, (PACKAGE_DIR / name).read_bytes())
+            write_bytes(out / name, (PACKAGE_DIR / name).read_bytes())
         for name in RUNTIME_FILES:
-            _write_atomic(out / name, (dist / name).read_bytes())
-        _write_atomic(out / MODEL_NAME, model)
+            write_bytes(out / name, (dist / name).read_bytes())
+        write_bytes(out / MODEL_NAME, model)
         config = {"model": MODEL_NAME, "mean": mean, "std": std}
-        _write_atomic(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+        write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
     except OSError as exc:
         raise WebPageError(f"Could not write the page into {out}: {exc.strerror or exc}") from None
     return out.resolve()
