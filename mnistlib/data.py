@@ -487,12 +487,6 @@ class TensorLoader:
         x = self.augment(x, generator)
         return normalize(x, self.mean, self.std)
 
-    def without_augmentation(self, batch_size: int = 1_000) -> TensorLoader:
-        """The same images, labels and normalisation, in order and unaugmented — e.g. to re-estimate
-        BatchNorm statistics on clean training images (:func:`mnistlib.training.recalibrate_batchnorm`)."""
-        return TensorLoader(self.images, self.labels, batch_size, shuffle=False, augment="none",
-                            mean=self.mean, std=self.std, device=self.device)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         self.epoch += 1
