@@ -4,7 +4,7 @@ Each recipe runs through ``mnistlib.recipes.train`` with its own batch size, lea
 schedule, augmentation and epochs on the 55,000-image training split; the checkpoint is chosen on
 the 5,000-image validation split and the test set, sealed until then, is read once at the end to
 score it (``mnistlib.evaluation.compare_recipes``). The figures go to ``benchmarks/results.json``
-under ``"seed_recipes"``. Not part of CI: about 13 minutes on a 2-core CPU with one thread (on a
+under ``"seed_recipes"``. Not part of CI: about 10 minutes on a 2-core CPU with one thread (on a
 CPU other jobs share, more threads than free cores slow PyTorch down a lot).
 
     MNISTLIB_DATA=/path/to/data OMP_NUM_THREADS=1 nice -n 5 python benchmarks/seed_recipes.py --threads 1

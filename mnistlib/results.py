@@ -100,10 +100,10 @@ def _aim(entry: dict) -> list[str]:
     base, last = entry["rows"][0], entry["rows"][-1]
     acc = statistics.mean(last["test_acc"])
     share = statistics.mean(base["train_seconds"]) / statistics.mean(last["train_seconds"])
-    yes = {True: "reached", False: "not reached"}
+    fraction = f"1/{share:.0f}" if round(share) != aim["fraction"] or share == aim["fraction"] else f"1/{share:.1f}"
     return ["", f"Aim: a mean of at least {aim['accuracy']:.1%} in at most 1/{aim['fraction']} of the first row's "
-                f"training time. Measured: {acc:.2%} ({yes[acc >= aim['accuracy']]}) in 1/{share:.0f} of it "
-                f"({yes[share >= aim['fraction']]})."]
+                f"training time. Measured: {_near(acc, aim['accuracy'])} ({_verdict(acc >= aim['accuracy'])}) in "
+                f"{fraction} of it ({_verdict(share >= aim['fraction'])})."]
 
 
 def _inference(entry: dict) -> list[str]:
@@ -121,8 +121,17 @@ def _record(entry: dict) -> list[str]:
                     "test acc"], "rrrrrr", rows), "",
             f"Test accuracy over {len(rows)} seeds: mean **{acc:.2%} ± {std:.2%}** (sample std), "
             f"min {low:.2%}, max {high:.2%}; trained on {entry['train_images']:,} images."
-            + (f" Aim: a mean of at least {entry['aim']:.1%}: {'reached' if acc >= entry['aim'] else 'not reached'}."
-               if entry.get("aim") else "")]
+            + (f" Aim: a mean of at least {entry['aim']:.1%}: {_verdict(acc >= entry['aim'])} "
+               f"({_near(acc, entry['aim'])})." if entry.get("aim") else "")]
+
+
+def _near(value: float, aim: float) -> str:
+    """``value`` as a percentage: two decimals, or three where two would round it onto ``aim``."""
+    return f"{value:.3%}" if f"{value:.2%}" == f"{aim:.2%}" and value != aim else f"{value:.2%}"
+
+
+def _verdict(reached: bool) -> str:
+    return "reached" if reached else "not reached"
 
 
 def _search(entry: dict) -> list[str]:

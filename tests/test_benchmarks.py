@@ -93,6 +93,16 @@ def test_render_blocks_rewrites_only_what_is_between_the_markers() -> None:
     assert results.render_blocks(out, figures) == out  # rendering is idempotent
 
 
+def test_record_table_never_rounds_a_miss_onto_the_aim() -> None:
+    rows = [{"seed": s, "parameters": 17_826, "epochs": 25, "train_seconds": 500.0, "val_acc": 0.994, "test_acc": a}
+            for s, a in enumerate((0.9963, 0.9953, 0.9963))]
+    entry = {"rows": rows, "train_images": 55_000, "aim": 0.996}
+    text = results.table("record", {"record": entry})
+    assert "mean **99.60% ± 0.06%**" in text and "Aim: a mean of at least 99.6%: not reached (99.597%)." in text
+    rows[1]["test_acc"] = 0.9957
+    assert ": reached (99.61%)." in results.table("record", {"record": entry})
+
+
 def test_show_prints_the_table_outside_a_notebook(capsys: pytest.CaptureFixture[str]) -> None:
     figures = {"inference": {"rows": [{"model": "m", "parameters": 1, "batch_1": 1.0, "batch_1000": 1.0}]}}
     results.show("inference", figures)
