@@ -164,7 +164,7 @@ EXERCISES = (
             "def time_to_target(val_acc, epoch_seconds, target):\n"
             '    """Training seconds until the first epoch with val_acc >= target (None if never)."""\n'
             "    elapsed = 0.0\n"
-            "    for acc, seconds in zip(val_acc, epoch_seconds):\n"
+            "    for acc, seconds in zip(val_acc, epoch_seconds, strict=True):\n"
             "        elapsed += seconds\n"
             "        if acc >= target:\n"
             "            return elapsed\n"
@@ -173,7 +173,7 @@ EXERCISES = (
         wrong=(
             WrongAnswer(
                 "def time_to_target(val_acc, epoch_seconds, target):\n"
-                "    for acc, seconds in zip(val_acc, epoch_seconds):\n"
+                "    for acc, seconds in zip(val_acc, epoch_seconds, strict=True):\n"
                 "        if acc >= target:\n            return seconds\n    return None",
                 "every epoch up to that one",
             ),
