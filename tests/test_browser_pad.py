@@ -60,9 +60,14 @@ KERNEL_READY = """() => {
 }"""
 #: Every code cell shows an execution count: "[12]:" (not "[ ]:" or "[*]:").
 ALL_CELLS_RAN = """() => {
-  const prompts = [...document.querySelectorAll(".jp-Notebook .jp-CodeCell .jp-InputPrompt")];
+  // a cell whose input is hidden (the lessons' worked solutions) has an empty prompt; an unrun one says [ ]
+  const prompts = [...document.querySelectorAll(".jp-Notebook .jp-CodeCell .jp-InputPrompt")]
+    .filter((p) => p.textContent.trim() !== "");
   return prompts.length > 0 && prompts.every((p) => /\\[\\d+\\]/.test(p.textContent));
 }"""
+UNRAN_PROMPTS = """() => [...document.querySelectorAll(".jp-Notebook .jp-CodeCell")]
+  .map((c, i) => [i, (c.querySelector(".jp-InputPrompt") || {}).textContent, c.className])
+  .filter(([i, t]) => !/\\[\\d+\\]/.test(t || "")).slice(0, 5)"""
 #: A pad in collection mode, saving into {folder}; the lab fixture writes it next to lesson 05.
 COLLECT_NOTEBOOK = """from pathlib import Path
 
@@ -246,7 +251,8 @@ def open_and_run(page, lab: Lab, name: str, tmp_path: Path, front_end: str = "la
         page.wait_for_function(ALL_CELLS_RAN, timeout=NOTEBOOK_RUN_S * 1000)
     except Exception:
         page.screenshot(path=str(tmp_path / "run-all-failed.png"), full_page=True)
-        raise AssertionError(f"the notebook did not finish:\n{lab.log_tail()}") from None
+        unran = page.evaluate(UNRAN_PROMPTS)
+        raise AssertionError(f"the notebook did not finish ({unran}):\n{lab.log_tail()}") from None
     if front_end == "lab":
         expect(indicator).to_have_attribute("data-status", "idle", timeout=60_000)
     page.wait_for_function(KERNEL_READY, timeout=60_000)

@@ -269,7 +269,7 @@ def test_collect_reports_a_full_disk(model, tmp_path, monkeypatch) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("mnistlib.handwriting.write_atomic", full)
+    monkeypatch.setattr("mnistlib.handwriting.write_bytes", full)
     pad.draw_strokes(example_strokes("1"))
     pad.collection.buttons[1].click()
     assert "No space left" in pad.collection.prompt.value and "safe" in pad.collection.prompt.value
