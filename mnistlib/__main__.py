@@ -101,6 +101,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a probability in [0, 1], got {text}")
+    return value
+
+
 def _learning_rate(text: str) -> float:
     try:
         value = float(text)
@@ -282,13 +292,15 @@ def _predict(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            pred = predict_image(path, ckpt)
+            pred = predict_image(path, ckpt, threshold=args.threshold)
         except DrawingError as exc:
             print(f"error: {path}: {exc}", file=sys.stderr)
             failed += 1
             continue
         others = ", ".join(f"{d} {p:.0%}" for d, p in pred.top(args.top)[1:])
-        print(f"{path}: {pred.digit}  ({pred.confidence:.1%} sure{'; then ' + others if others else ''})")
+        answer = f"{pred.digit}  ({pred.confidence:.1%} sure" if pred.sure else (
+            f"not sure — maybe {pred.digit}  ({pred.confidence:.1%}")
+        print(f"{path}: {answer}{'; then ' + others if others else ''})")
     return 2 if failed else 0
 
 
@@ -369,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint", help="a .pth file written by train")
     pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     pr.add_argument("--top", type=_positive, default=3, help="also show the runners-up, up to this many digits")
+    pr.add_argument("--threshold", type=_probability, default=0.6, metavar="P",
+                    help="below this top probability the answer is 'not sure' [0.6]")
     pr.set_defaults(func=_predict)
     return parser
 

@@ -251,3 +251,12 @@ def test_target_accuracy_reads_fractions_and_percentages(text: str, value: float
     from mnistlib.__main__ import _fraction
 
     assert _fraction(text) == pytest.approx(value)
+
+
+def test_predict_says_not_sure_below_the_threshold(trained: Path, digits: list[Path],
+                                                   capsys: pytest.CaptureFixture) -> None:
+    best = str(_only(trained, "best_model_*.pth"))
+    assert main(["predict", best, str(digits[0]), "--threshold", "1"]) == 0  # nothing is ever that sure
+    assert "not sure — maybe" in capsys.readouterr().out
+    assert main(["predict", best, str(digits[0]), "--threshold", "0"]) == 0  # everything is
+    assert "not sure" not in capsys.readouterr().out
