@@ -101,3 +101,11 @@ def test_build_a_tiny_book_and_rebuild_over_it(tmp_path: Path) -> None:
     assert "data:image/png;base64" in page and 'href="../02_b/"' in page
     assert "mnist-lessons" in (site / "index.html").read_text() and (site / "search" / "search_index.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "the temporary build folder is gone"
+
+
+def test_the_book_hides_the_tests_markers() -> None:
+    from mnistlib.book.build import prepare_notebook
+
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "source": "# NBVAL_CHECK_OUTPUT\nprint(1)\n"}
+    nb = prepare_notebook({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 4})
+    assert nb["cells"][0]["source"] == "print(1)\n"

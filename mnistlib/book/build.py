@@ -175,6 +175,11 @@ def _static_output(output: dict[str, Any]) -> dict[str, Any]:
     return {**output, "data": data}
 
 
+def _without_test_markers(source: str) -> str:
+    """A code cell's source without nbval's ``# NBVAL_…`` marker lines: they are for the tests, not the reader."""
+    return "".join(line for line in source.splitlines(keepends=True) if not line.lstrip().startswith("# NBVAL_"))
+
+
 def prepare_notebook(nb: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``nb`` ready for static HTML: no widget state or views, MathML maths, solutions tagged."""
     nb = json.loads(json.dumps(nb))
@@ -184,6 +189,7 @@ def prepare_notebook(nb: dict[str, Any]) -> dict[str, Any]:
         if cell.get("cell_type") == "markdown":
             cell["source"] = _plain_headings(markdown_maths(_source(cell)))
         elif cell.get("cell_type") == "code":
+            cell["source"] = _without_test_markers(_source(cell))
             cell["outputs"] = [_static_output(o) for o in cell.get("outputs", [])]
             tags = meta.setdefault("tags", [])
             if meta.get("jupyter", {}).get("source_hidden") and SOLUTION_TAG not in tags:
