@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
+from small_models import Fixed
 from torch import nn
 
 from mnistlib import drawing as d
@@ -367,17 +368,6 @@ def test_unreadable_tensors_say_why(value, words: str) -> None:
 
 
 # ------------------------------------------------------------------------ "not sure" and models
-
-
-class Fixed(nn.Module):
-    """A model that always answers with the given probabilities."""
-
-    def __init__(self, probs: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("logits", torch.tensor(probs).log())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(len(x), -1)
 
 
 def test_low_confidence_says_not_sure() -> None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from small_models import Fixed
 from torch import nn
 
 from mnistlib import pad as pad_module
@@ -26,17 +27,6 @@ def tiny_model() -> nn.Module:
     """A seeded, untrained model mapping [N,1,28,28] → [N,10]: enough to test the plumbing."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
-
-
-class Fixed(nn.Module):
-    """A model that always answers with the given probabilities."""
-
-    def __init__(self, probs: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("logits", torch.tensor(probs).log())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(len(x), -1)
 
 
 @pytest.fixture(scope="module")
