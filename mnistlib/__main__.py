@@ -77,12 +77,17 @@ def _typed_options(name: str, given: list[tuple[str, str]]) -> dict:
     return {k: _convert(name, k, v, accepted[k]) for k, v in given}
 
 
-def _fraction(text: str) -> float:
-    """A target accuracy: ``0.99`` (a fraction), ``99%`` or ``99`` (percent) all mean 99%."""
+def _number(text: str) -> float:
+    """``text`` as a float, or argparse's one-line error."""
     try:
-        value = float(text.rstrip("%"))
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _fraction(text: str) -> float:
+    """A target accuracy: ``0.99`` (a fraction), ``99%`` or ``99`` (percent) all mean 99%."""
+    value = _number(text.rstrip("%"))
     if text.endswith("%") or value > 1:
         value /= 100
     if not (math.isfinite(value) and 0 < value <= 1):
@@ -102,20 +107,14 @@ def _positive(text: str) -> int:
 
 
 def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"a probability in [0, 1], got {text}")
     return value
 
 
 def _learning_rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _number(text)
     if not (math.isfinite(value) and 0 < value <= 10):
         raise argparse.ArgumentTypeError(f"the learning rate must be a number in (0, 10], got {text}")
     return value
