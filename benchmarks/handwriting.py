@@ -16,14 +16,11 @@ Prints a markdown table and stores the figures under ``"handwriting"`` in ``benc
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from machine import cpu_name
+from machine import Conditions
 from store import save_result
 from torch.utils.data import DataLoader, Subset
 
@@ -61,6 +58,7 @@ def main() -> None:
                         help=f"comma-separated indices into: {list(VARIANTS)}")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    conditions = Conditions("handwriting.py", None)
     ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else load_or_train()
     store = HandwritingStore(tempfile.mkdtemp(prefix="synthetic_"))
     make_synthetic_digits(store, per_digit=args.per_digit, seed=args.seed)
@@ -68,11 +66,10 @@ def main() -> None:
     tune, held = stratified_split(mine.targets, 0.3, seed=args.seed)
     held_loader, all_loader = DataLoader(Subset(mine, held), 256), DataLoader(mine, 256)
     val = get_data().val
-    t0 = time.perf_counter()
     tuned = fine_tune(ckpt, mine.uint8_images()[tune], mine.targets[tune], seed=args.seed, device="cpu")
     rows = [("base model: " + ckpt.name, ckpt.model), ("fine-tuned (defaults)", tuned)]
-    out = {"base": Path(ckpt.path).name if ckpt.path else ckpt.name, "synthetic": len(mine), "held_out": len(held),
-           "rows": []}
+    out = {"base": Path(ckpt.path).name if ckpt.path else ckpt.name, "base_tag": ckpt.hparams.get("tag"),
+           "base_epochs": ckpt.epoch, "synthetic": len(mine), "held_out": len(held), "rows": []}
     for index in map(int, args.variants.split(",")):
         name, augment = list(VARIANTS.items())[index]
         model, _ = train_with_augmentation(ckpt.name, augment=augment, epochs=args.epochs, subset=args.subset,
@@ -87,9 +84,7 @@ def main() -> None:
         print(f"| {name} | {h:.1%} | {'—' if a is None else f'{a:.1%}'} | {v:.2%} |")
         out["rows"].append({"model": name, "held_out": round(h, 4), "all_synthetic": None if a is None else round(a, 4),
                             "mnist_val": round(v, 4)})
-    out.update(seconds=round(time.perf_counter() - t0), epochs=args.epochs, subset=args.subset,
-               command=" ".join(["python", *sys.argv]), torch=torch.__version__,
-               cpu=cpu_name(), date=dt.date.today().isoformat())
+    out.update(epochs=args.epochs, subset=args.subset, conditions=conditions.finish())
     save_result("handwriting", out)
 
 

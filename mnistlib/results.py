@@ -166,11 +166,22 @@ def _export(entry: dict) -> list[str]:
             f"Command: `{entry['command']}`"]
 
 
+def _handwriting(entry: dict) -> list[str]:
+    """Lesson 08's table: the synthetic writer's digits and MNIST validation, before and after adapting."""
+    rows = [[r["model"], _pct(r["held_out"]), "—" if r["all_synthetic"] is None else _pct(r["all_synthetic"]),
+             _pct(r["mnist_val"])] for r in entry["rows"]]
+    base = f"{entry['base']}, the run tagged `{entry.get('base_tag')}`" if entry.get("base_tag") else entry["base"]
+    return [*_rows(["model", "held-out synthetic", "all synthetic", "MNIST validation"], "lrrr", rows), "",
+            f"Base model: {base}. {entry['synthetic']} synthetic digits, {entry['held_out']} of them held out "
+            f"(stratified); each from-scratch model trains {entry['epochs']} epoch(s) on "
+            f"{entry['subset'] or 'all the'} training images, sees no synthetic digit and is one seed."]
+
+
 #: Keys whose renderer already says where, when and how they were measured.
 SELF_DESCRIBED = {"export"}
 
 RENDERERS: dict[str, Callable[[dict], list[str]]] = {
-    "export": _export,
+    "export": _export, "handwriting": _handwriting,
     "seed_recipes": _seed_recipes, "throughput": _throughput, "time_to_99": _time_to_99, "inference": _inference,
     "record": _record, "record_refit": _record, "record_search": _search, "fast_search": _search,
 }
