@@ -20,6 +20,12 @@ from mnistlib.models import get_model
 MEAN, STD = 0.1307, 0.3081
 
 
+def tiny_model() -> nn.Module:
+    """A seeded, untrained model mapping [N,1,28,28] → [N,10]: enough to test the plumbing."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
+
+
 class Fixed(nn.Module):
     """A model that always answers with the given probabilities."""
 

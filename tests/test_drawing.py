@@ -9,20 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
-from small_models import Fixed
+from small_models import MEAN, STD, Fixed, tiny_model
 from torch import nn
 
 from mnistlib import drawing as d
 from mnistlib.drawing import DrawingError, Prediction, predict_image, prepare_digit
 from mnistlib.strokes import example_strokes, rasterize
-
-MEAN, STD = 0.1307, 0.3081
-
-
-def tiny_model() -> nn.Module:
-    """A seeded, untrained model mapping [N,1,28,28] → [N,10]: enough to test the plumbing."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from small_models import Fixed
+from small_models import MEAN, STD, Fixed, tiny_model
 from torch import nn
 
 from mnistlib import pad as pad_module
@@ -19,14 +19,6 @@ from mnistlib.drawing import Prediction, predict_image, prepare_digit
 from mnistlib.handwriting import HandwritingStore
 from mnistlib.pad import DigitPad, DrawingCanvas, PredictionView, enable_colab_widgets
 from mnistlib.strokes import example_strokes, rasterize
-
-MEAN, STD = 0.1307, 0.3081
-
-
-def tiny_model() -> nn.Module:
-    """A seeded, untrained model mapping [N,1,28,28] → [N,10]: enough to test the plumbing."""
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).eval()
 
 
 @pytest.fixture(scope="module")
