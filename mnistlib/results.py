@@ -168,9 +168,9 @@ def _export(entry: dict) -> list[str]:
 
 def _handwriting(entry: dict) -> list[str]:
     """Lesson 08's table: the synthetic writer's digits and MNIST validation, before and after adapting."""
-    rows = [[r["model"], _pct(r["held_out"]), "—" if r["all_synthetic"] is None else _pct(r["all_synthetic"]),
-             _pct(r["mnist_val"])] for r in entry["rows"]]
-    base = f"{entry['base']}, the run tagged `{entry.get('base_tag')}`" if entry.get("base_tag") else entry["base"]
+    rows = [[r["model"], _pct(r["held_out"]), _pct(r["all_synthetic"]), _pct(r["mnist_val"])] for r in entry["rows"]]
+    base = f"{entry['base']} (epoch {entry['base_epochs']})"
+    base += f", the run tagged `{entry['base_tag']}`" if entry.get("base_tag") else ""
     return [*_rows(["model", "held-out synthetic", "all synthetic", "MNIST validation"], "lrrr", rows), "",
             f"Base model: {base}. {entry['synthetic']} synthetic digits, {entry['held_out']} of them held out "
             f"(stratified); each from-scratch model trains {entry['epochs']} epoch(s) on "
