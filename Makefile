@@ -37,7 +37,7 @@ test: $(STAMP)
 # Every lesson at its full default settings, in order, from a fresh checkpoint folder, as a learner
 # runs them; the executed copies (and each lesson's seconds) land in build/executed/ for the book.
 test-full: $(STAMP)
-	MPLBACKEND=Agg TQDM_DISABLE=1 $(PY) tests/run_lessons.py --out build/executed
+	TQDM_DISABLE=1 $(PY) tests/run_lessons.py --out build/executed
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
