@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -e '.[test,book]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mnist-lessons)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -28,6 +28,7 @@ lab: $(STAMP)
 # throw-away folder. One lesson: make test TESTS=notebooks/03_training.ipynb
 TESTS ?= tests notebooks
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	@ckpt=$$(mktemp -d); \
 	MNISTLIB_QUICK=1 MNISTLIB_CHECKPOINTS=$${MNISTLIB_CHECKPOINTS:-$$ckpt} TQDM_DISABLE=1 MPLBACKEND=Agg \
 	  $(PY) -m pytest $(TESTS) --nbval-lax --nbval-current-env \
@@ -56,12 +57,12 @@ book: $(STAMP)
 	@ls $(BOOK_NOTEBOOKS)/[0-9][0-9]_*.ipynb >/dev/null 2>&1 || { \
 	  echo "No executed lessons in $(BOOK_NOTEBOOKS)/: run 'make test-full' first (it executes every lesson"; \
 	  echo "into build/executed/), or point BOOK_NOTEBOOKS at a folder of executed notebooks."; exit 1; }
-	$(PY) -m mnistlib.book build --notebooks $(BOOK_NOTEBOOKS) --out $(BOOK_SITE)
+	$(PY) -m mnistlib.course.book build --notebooks $(BOOK_NOTEBOOKS) --out $(BOOK_SITE)
 
 book-serve: $(STAMP)
-	$(PY) -m mnistlib.book serve $(BOOK_SITE)
+	$(PY) -m mnistlib.course.book serve $(BOOK_SITE)
 # Lesson 09's drawing web app on http://127.0.0.1:8501 (this computer only), serving the newest best
 # checkpoint. Another model or port: make app APP_ARGS="--checkpoint model.onnx --port 8502"
 APP_ARGS ?=
 app: $(STAMP)
-	$(PY) -m mnistlib.webapp $(APP_ARGS)
+	$(PY) -m mnistlib.apps.webapp $(APP_ARGS)

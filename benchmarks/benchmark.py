@@ -38,13 +38,13 @@ from machine import Conditions, cpu_threads_available, describe_model, load_aver
 from store import RESULTS_PATH, save_result
 from torch.utils.data import DataLoader, Subset
 
+from mnistlib.course.results import table
 from mnistlib.data import DataBundle, get_data, torchvision_loaders
 from mnistlib.devices import seed_everything, threads
 from mnistlib.evaluation import SealedLoader
 from mnistlib.models import count_parameters
 from mnistlib.recipes import RECIPES, Recipe, get_recipe, train
-from mnistlib.results import table
-from mnistlib.speed import images_per_second, inference_speed
+from mnistlib.speed import inference_images_per_second, training_images_per_second
 from mnistlib.training import evaluate
 
 EPOCH_IMAGES = 55_000  # the training split
@@ -129,7 +129,7 @@ def compiled_probe(s: Settings, device: str, data: DataBundle) -> list[Probe]:
         t0 = time.perf_counter()
         with patch.object(inductor_config, "force_disable_caches", True):
             compiled = torch.compile(fresh(get_recipe(SEED_RECIPE)))
-            images_per_second(compiled, data.train, steps=1, warmup=1, device=device)  # compiles
+            training_images_per_second(compiled, data.train, steps=1, warmup=1, device=device)  # compiles
     except Exception as exc:  # no compiler, unsupported platform
         print(f"  torch.compile failed: {type(exc).__name__}: {exc}", flush=True)
         return []
@@ -145,7 +145,7 @@ def throughput(s: Settings, device: str) -> list[dict]:
     for round_ in range(1, s.repeats + 1):
         for row, measured in zip(rows, speeds, strict=True):
             with threads(row.threads):
-                measured.append(images_per_second(row.make(), row.loader, steps=row.steps, warmup=s.warmup,
+                measured.append(training_images_per_second(row.make(), row.loader, steps=row.steps, warmup=s.warmup,
                                                   device=device))
         print(f"  round {round_}/{s.repeats} done (load {load_average()})", flush=True)
     return [{"step": r.step, "images_per_s": statistics.median(m), "each_round": m, "note": r.note}
@@ -214,9 +214,12 @@ def inference(s: Settings, device: str) -> list[dict]:
         model = fresh(get_recipe(name))
         row = {"model": describe_model(model).split(" (")[0] + (" (channels-last)" * RECIPES[name].channels_last),
                "parameters": count_parameters(model)}
+        model.to(device).eval()
         for bs in (1, 1_000):
-            row[f"batch_{bs}"] = inference_speed(model, bs, min_seconds=s.inference_seconds, device=device,
-                                                 warmup=min(s.warmup, 2))
+            with torch.inference_mode():
+                row[f"batch_{bs}"] = inference_images_per_second(
+                    lambda b, m=model: m(b).argmax(1), torch.randn(bs, 1, 28, 28, device=device), bs,
+                    seconds=s.inference_seconds, repeats=1, device=device)
         rows.append(row)
         print(f"  {row['model']}: batch 1 {row['batch_1']:,.0f}/s, batch 1000 {row['batch_1000']:,.0f}/s", flush=True)
     return rows

@@ -33,8 +33,9 @@ from store import RESULTS_PATH, save_result
 
 from mnistlib import export as ex
 from mnistlib.checkpoints import load_checkpoint, plain
+from mnistlib.course.results import table
 from mnistlib.devices import eval_mode
-from mnistlib.results import table
+from mnistlib.speed import inference_images_per_second
 
 KEY = "export"
 TRAIN_ARGS = ["train", "--model", "batchnorm", "--epochs", "2", "--scheduler", "onecycle", "--lr", "5e-3",
@@ -79,7 +80,7 @@ def speeds(runners: dict, x: np.ndarray, seconds: float, rounds: int) -> dict:
     for _ in range(rounds):
         for key, run in runners.items():
             for batch, data in ((1, x[:2000]), (1000, x)):
-                rate = ex.images_per_second(run, data, batch, seconds, repeats=1)
+                rate = inference_images_per_second(run, data, batch, seconds=seconds, repeats=1)
                 field = f"images_per_s_batch_{batch}"
                 best[key][field] = max(best[key][field], rate)
     return best

@@ -2,7 +2,7 @@
 
 1. The base model (``load_or_train()``, or ``--checkpoint``) is scored on the synthetic writer's held-out
    digits (a stratified 30 % of ``--per-digit`` × 10, seeded) and on MNIST's 5,000 validation images,
-   before and after :func:`mnistlib.finetune.fine_tune` with its defaults.
+   before and after :func:`mnistlib.handwriting.finetune.fine_tune` with its defaults.
 2. For each augmentation in ``--variants`` a model of the same architecture is trained from scratch
    (``--epochs`` epochs on ``--subset`` MNIST images, OneCycle Adam up to 5e-3, batches of 64) and
    scored on the same held-out digits, on all the synthetic digits and on MNIST validation.
@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Subset
 from mnistlib.checkpoints import load_checkpoint, load_or_train
 from mnistlib.data import get_data
 from mnistlib.evaluation import predict_all
-from mnistlib.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, train_with_augmentation
-from mnistlib.handwriting import HandwritingDataset, HandwritingStore, stratified_split
-from mnistlib.synthetic import make_synthetic_digits
+from mnistlib.handwriting.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, train_with_augmentation
+from mnistlib.handwriting.store import HandwritingDataset, HandwritingStore, stratified_split
+from mnistlib.handwriting.synthetic import make_synthetic_digits
 
 VARIANTS = {
     "none": HandAugment(),

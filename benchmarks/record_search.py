@@ -31,12 +31,12 @@ from store import save_result
 from torch import nn
 
 from mnistlib.checkpoints import load_checkpoint, save_checkpoint
+from mnistlib.course.results import figures, load
 from mnistlib.data import Augment, get_augment, get_data
 from mnistlib.devices import threads
 from mnistlib.evaluation import SealedLoader
 from mnistlib.models import count_parameters
 from mnistlib.recipes import RECIPES, Recipe, train
-from mnistlib.results import figures, load
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from store import RESULTS_PATH, write_text
 
-from mnistlib.results import load, render_blocks, table
+from mnistlib.course.results import load, render_blocks, table
 
 REPO = Path(__file__).resolve().parent.parent
 FILES = (REPO / "README.md", REPO / "benchmarks" / "README.md")

@@ -3,7 +3,7 @@
 Each recipe runs through ``mnistlib.recipes.train`` with its own batch size, learning rate,
 schedule, augmentation and epochs on the 55,000-image training split; the checkpoint is chosen on
 the 5,000-image validation split and the test set, sealed until then, is read once at the end to
-score it (``mnistlib.evaluation.compare_recipes``). The figures go to ``benchmarks/results.json``
+score it (``mnistlib.compare.compare_recipes``). The figures go to ``benchmarks/results.json``
 under ``"seed_recipes"``. Not part of CI: about 10 minutes on a 2-core CPU with one thread (on a
 CPU other jobs share, more threads than free cores slow PyTorch down a lot).
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from machine import Conditions, load_average
 from store import RESULTS_PATH, save_result
 
+from mnistlib.compare import compare_recipes, recipe_table
 from mnistlib.devices import threads
-from mnistlib.evaluation import compare_recipes, format_table
 from mnistlib.recipes import SEED_RECIPES
 
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = compare_recipes(args.recipes, seed=args.seed, device=args.device, verbose=not args.quiet, **overrides)
         entry = {"rows": [dataclasses.asdict(r) for r in rows], "conditions": conditions.finish()}
     c = entry["conditions"]
-    print(f"\n{format_table(rows)}\n\nload average {c['load_before']} before, {c['load_after']} after; "
+    print(f"\n{recipe_table(rows)}\n\nload average {c['load_before']} before, {c['load_after']} after; "
           f"{c['minutes']} minutes. Command: `{c['command']}`")
     if args.results is not None:
         print(f"written to {save_result('seed_recipes', entry, args.results)}")

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mnistlib.results import RESULTS_PATH
-from mnistlib.safefiles import write_text
+from mnistlib._support.files import write_text
+from mnistlib.course.results import RESULTS_PATH
 
 __all__ = ["RESULTS_PATH", "save_result", "write_json", "write_text", "tidy"]
 

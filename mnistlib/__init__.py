@@ -1,4 +1,22 @@
-"""mnistlib: the code behind the mnist-lessons notebooks — data, models, the training loop and its
-callbacks, recipes, evaluation, drawing and explanation."""
+"""mnistlib: the code behind the mnist-lessons notebooks, so each lesson's prose stays readable.
+
+Where each lesson's code lives (the core is this package's top-level modules):
+
+* 01 data and augmentation — :mod:`mnistlib.data`, :mod:`mnistlib.plots`
+* 02 architecture — :mod:`mnistlib.models`, :mod:`mnistlib.architecture`, :mod:`mnistlib.tables`
+* 03 training — :mod:`mnistlib.training` (the one loop), :mod:`mnistlib.callbacks`,
+  :mod:`mnistlib.recipes`, :mod:`mnistlib.checkpoints`
+* 04 evaluation — :mod:`mnistlib.evaluation`, :mod:`mnistlib.compare`
+* 05 draw a digit — :mod:`mnistlib.drawing`, :mod:`mnistlib.strokes`, :mod:`mnistlib.pad`
+* 06 faster and better — :mod:`mnistlib.speed`, the fast and record recipes in :mod:`mnistlib.recipes`
+* 07 inside the network — :mod:`mnistlib.explain`
+* 08 your own handwriting — :mod:`mnistlib.handwriting`
+* 09 out of the notebook — :mod:`mnistlib.export`, and the apps in :mod:`mnistlib.apps`
+
+Shared by all: :mod:`mnistlib.config` (where data and checkpoints live), :mod:`mnistlib.devices`.
+Around the lessons: :mod:`mnistlib.course` (exercises, quizzes, the book, measured results). Private:
+:mod:`mnistlib._support`. Imports point one way — ``_support`` ← core ← ``handwriting`` ← {``apps``,
+``course``} — as ``lint-imports`` checks.
+"""
 
 __version__ = "0.1.0"

@@ -28,14 +28,16 @@ import copy
 import io
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from mnistlib.devices import eval_mode, model_device
-from mnistlib.models import count_parameters, get_model, list_models
+from .devices import eval_mode, model_device
+from .models import count_parameters, get_model, list_models
+from .tables import format_table
 
 __all__ = [
     "DEFAULT_INPUT",
@@ -44,13 +46,13 @@ __all__ = [
     "layer_macs",
     "LayerInfo",
     "trace_layers",
+    "forward_hooks",
     "layer_table",
     "flattened_size",
     "ModelStats",
     "model_stats",
     "compare_models",
     "comparison_table",
-    "format_table",
     "summary_text",
     "print_summary",
     "summary_layer_types",
@@ -137,6 +139,27 @@ def _blank(model: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
     return torch.zeros(1, *input_size, device=model_device(model))
 
 
+@contextlib.contextmanager
+def forward_hooks(modules: Mapping[str, nn.Module], after: Callable[[str, nn.Module, tuple, Any], None],
+                  before: Callable[[str, nn.Module, tuple], None] | None = None) -> Iterator[None]:
+    """Within the block, each forward call of a named module calls ``before(name, module, inputs)`` (if
+    given) and ``after(name, module, inputs, output)``.
+
+    The hooks are removed when the block ends, even when the forward pass fails, so the model is
+    left exactly as it was.
+    """
+    handles = []
+    try:
+        for name, m in modules.items():
+            if before is not None:
+                handles.append(m.register_forward_pre_hook(lambda mod, inp, name=name: before(name, mod, inp)))
+            handles.append(m.register_forward_hook(lambda mod, inp, out, name=name: after(name, mod, inp, out)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def trace_layers(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) -> list[LayerInfo]:
     """Run one blank image through ``model`` (eval mode, no gradients) and describe every layer
     call in the order the forward pass makes them.
@@ -146,22 +169,12 @@ def trace_layers(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) ->
     change it. After flattening a value sees the whole image, so the field is ``None`` there.
     """
     calls: list[tuple[str, nn.Module, Shape, Shape]] = []
-    handles = []
 
-    def make_hook(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            calls.append((name, module, tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
+    def record(name: str, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        calls.append((name, module, tuple(inputs[0].shape[1:]), tuple(output.shape[1:])))
 
-        return hook
-
-    try:
-        for name, module in _leaves(model):
-            handles.append(module.register_forward_hook(make_hook(name)))
-        with eval_mode(model), torch.no_grad():
-            model(_blank(model, input_size))
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks(dict(_leaves(model)), record), eval_mode(model), torch.no_grad():
+        model(_blank(model, input_size))
 
     rows: list[LayerInfo] = []
     rf: int | None = 1
@@ -221,20 +234,6 @@ def layer_table(model: nn.Module, input_size: Sequence[int] = DEFAULT_INPUT) -> 
             )
         )
     return format_table(rows, align="lllrrr")
-
-
-def format_table(rows: Sequence[Sequence[str]], align: str | None = None) -> str:
-    """Plain-text table: first row is the header, ``align`` one ``l``/``r`` per column."""
-    ncols = len(rows[0])
-    align = align or "l" * ncols
-    widths = [max(len(str(r[i])) for r in rows) for i in range(ncols)]
-
-    def line(r: Sequence[str]) -> str:
-        cells = [str(c).rjust(w) if a == "r" else str(c).ljust(w) for c, w, a in zip(r, widths, align, strict=True)]
-        return "  ".join(cells).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(rows[0]), rule, *(line(r) for r in rows[1:])])
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,31 +378,18 @@ def explain_shape_error(model: nn.Module, input_size: Sequence[int] = DEFAULT_IN
     """
     entered: list[tuple[str, nn.Module, Shape]] = []
     outputs: list[Shape] = []
-    finished = 0
-    handles = []
 
-    def make_pre(name: str) -> Callable[..., None]:
-        def pre(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            entered.append((name, module, tuple(inputs[0].shape[1:])))
+    def pre(name: str, module: nn.Module, inputs: tuple) -> None:
+        entered.append((name, module, tuple(inputs[0].shape[1:])))
 
-        return pre
-
-    def post(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        nonlocal finished
-        finished += 1
+    def post(_name: str, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
         outputs.append(tuple(output.shape[1:]))
 
     try:
-        for name, module in _leaves(model):
-            handles.append(module.register_forward_pre_hook(make_pre(name)))
-            handles.append(module.register_forward_hook(post))
-        with eval_mode(model), torch.no_grad():
+        with forward_hooks(dict(_leaves(model)), post, pre), eval_mode(model), torch.no_grad():
             out = model(_blank(model, input_size))
     except RuntimeError as exc:
-        return _explain(entered, outputs, finished, exc)
-    finally:
-        for h in handles:
-            h.remove()
+        return _explain(entered, outputs, len(outputs), exc)
     return (
         f"No shape error: one {format_shape(input_size)} image goes through and comes out as "
         f"{format_shape(out.shape[1:])} values."

@@ -24,7 +24,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import config
-from .checkpoints import checkpoint_path, clean_stale, deferred_signals, new_run_stamp, release_stamp, save_checkpoint
+from ._support.signals import deferred_signals
+from .checkpoints import checkpoint_path, clean_stale, new_run_stamp, release_stamp, save_checkpoint
+from .devices import synchronize
 from .training import FitState, StopTraining
 
 __all__ = [
@@ -99,23 +101,17 @@ class StopOnNonFiniteLoss(Callback):
                                    f"the weights are ruined (learning rate {lr:g}; try a smaller one)")
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work, so wall-clock times are true (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class Timer(Callback):
     """Record each epoch's training seconds and validation seconds apart, in the history."""
 
     order = -50
 
     def before_epoch(self, state: FitState) -> None:
-        _sync(state.device)
+        synchronize(state.device)
         self._start = time.perf_counter()
 
     def after_train(self, state: FitState) -> None:
-        _sync(state.device)
+        synchronize(state.device)
         self._trained = time.perf_counter()
 
     def after_epoch(self, state: FitState) -> None:

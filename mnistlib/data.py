@@ -7,11 +7,8 @@ uint8 tensor and slices, augments and normalises whole batches at once.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from functools import lru_cache
@@ -23,7 +20,17 @@ import torchvision
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
-from . import safefiles
+from ._support import files
+from ._support.idx import (
+    RAW_FILES,
+    IDXFormatError,
+    check_header,
+    check_labels,
+    expected_size,
+    read_idx_file,
+    read_idx_folder,
+    validate_idx,
+)
 from .config import DATA_ENV, data_root
 
 __all__ = [
@@ -52,15 +59,6 @@ __all__ = [
     "torchvision_loaders",
 ]
 
-#: The four IDX files, as torchvision keeps them under ``<root>/MNIST/raw``: name → (magic, count).
-RAW_FILES: dict[str, tuple[int, int]] = {
-    "train-images-idx3-ubyte": (2051, 60_000),
-    "train-labels-idx1-ubyte": (2049, 60_000),
-    "t10k-images-idx3-ubyte": (2051, 10_000),
-    "t10k-labels-idx1-ubyte": (2049, 10_000),
-}
-
-
 #: The two ways to get MNIST into the data root, as one sentence (every data error ends with it).
 HOW_TO_FIX = (
     "fix it in one of two ways: connect to the internet and run again (torchvision downloads MNIST), or copy "
@@ -76,10 +74,6 @@ class MNISTNotFoundError(FileNotFoundError):
     Its message is one line that names the problem and ends with the two ways to fix it
     (:data:`HOW_TO_FIX`), so a command line can print ``str(exc)`` whole.
     """
-
-
-class IDXFormatError(ValueError):
-    """A file offered as MNIST IDX data is truncated, corrupt or of the wrong kind."""
 
 
 class MNISTCorruptError(MNISTNotFoundError):
@@ -112,13 +106,13 @@ def _check_in_root(root: Path, train: bool) -> None:
         try:
             with open(path, "rb") as fh:
                 size = os.fstat(fh.fileno()).st_size
-                head = fh.read(16 if RAW_FILES[name][0] == 2051 else _expected_size(name) + 1)
+                head = fh.read(16 if RAW_FILES[name][0] == 2051 else expected_size(name) + 1)
         except OSError as exc:
             raise MNISTNotFoundError(f"{path} cannot be read ({exc.strerror or type(exc).__name__}); "
                                      f"{HOW_TO_FIX}") from None
         try:
-            _check_header(name, head, size)
-            _check_labels(name, head)
+            check_header(name, head, size)
+            check_labels(name, head)
         except IDXFormatError as exc:
             problem = str(exc).removeprefix(f"{name}: ")
             raise MNISTCorruptError(
@@ -175,72 +169,10 @@ def mnist_tensors(
 # --------------------------------------------------------------------------- offline import
 
 
-def _expected_size(name: str) -> int:
-    """The exact byte size of a valid IDX file ``name``."""
-    magic, count = RAW_FILES[name]
-    return 16 + count * 28 * 28 if magic == 2051 else 8 + count
-
-
-def read_idx_file(path: str | Path, name: str) -> bytes:
-    """The bytes of ``path`` (plain or gzip), offered as MNIST file ``name``, read with a bound:
-    never more than the expected size plus one byte, so a huge file or a small ``.gz`` that
-    expands to gigabytes is refused without being read whole."""
-    path = Path(path)
-    limit = _expected_size(name)
-    with open(path, "rb") as fh:
-        if fh.read(2) != b"\x1f\x8b":
-            size = os.fstat(fh.fileno()).st_size
-            if size > limit:
-                raise IDXFormatError(f"{name}: {size} bytes, expected {limit} (truncated or padded file)")
-            fh.seek(0)
-            return fh.read(limit)
-        fh.seek(0)
-        try:
-            with gzip.GzipFile(fileobj=fh) as gz:
-                data = gz.read(limit + 1)  # decompressed as a stream: stops one byte past the size
-        except (OSError, EOFError, zlib.error) as exc:
-            raise IDXFormatError(f"{path.name}: broken gzip file ({exc})") from None
-    if len(data) > limit:
-        raise IDXFormatError(f"{path.name}: this gzip file decompresses to more than the {limit:,} bytes of {name}; "
-                             "refused without reading it all (corrupt, not MNIST, or a decompression bomb)")
-    return data
-
-
-def _check_header(name: str, head: bytes, size: int) -> None:
-    """Magic number, count, 28×28 shape (from the first 16 bytes) and total size of IDX file ``name``."""
-    magic, count = RAW_FILES[name]
-    if size < 8 or len(head) < 8:
-        raise IDXFormatError(f"{name}: too short to be an IDX file ({size} bytes)")
-    got_magic, got_count = struct.unpack(">II", head[:8])
-    if got_magic != magic:
-        raise IDXFormatError(f"{name}: wrong magic number {got_magic} (expected {magic})")
-    if got_count != count:
-        raise IDXFormatError(f"{name}: holds {got_count} items (expected {count})")
-    if magic == 2051:
-        rows, cols = struct.unpack(">II", head[8:16]) if len(head) >= 16 else (0, 0)
-        if (rows, cols) != (28, 28):
-            raise IDXFormatError(f"{name}: images are {rows}×{cols} (expected 28×28)")
-    expected = _expected_size(name)
-    if size != expected:
-        raise IDXFormatError(f"{name}: {size} bytes, expected {expected} (truncated or padded file)")
-
-
-def _check_labels(name: str, data: bytes) -> None:
-    """Every label of a labels file is a digit 0–9."""
-    if RAW_FILES[name][0] == 2049 and len(data) > 8 and max(data[8:]) > 9:
-        raise IDXFormatError(f"{name}: labels outside 0–9")
-
-
-def validate_idx(name: str, data: bytes) -> None:
-    """Check one IDX file's magic number, count, 28×28 shape, length and (labels) values 0–9."""
-    _check_header(name, data[:16], len(data))
-    _check_labels(name, data)
-
-
 def clean_stale_imports(root: str | Path | None = None) -> list[Path]:
     """Remove the ``.part`` temporaries that a killed ``data import`` left in ``<root>/MNIST/raw``
-    (only those of runs that no longer exist, see :mod:`mnistlib.safefiles`); returns them."""
-    return safefiles.clean_stale(raw_dir(root), targets=lambda name: name in RAW_FILES)
+    (only those of runs that no longer exist, see :mod:`mnistlib._support.files`); returns them."""
+    return files.clean_stale(raw_dir(root), targets=lambda name: name in RAW_FILES)
 
 
 def import_idx(source: str | Path, root: str | Path | None = None) -> Path:
@@ -251,23 +183,12 @@ def import_idx(source: str | Path, root: str | Path | None = None) -> Path:
     an interruption leaves the root unchanged. Temporaries of earlier imports that were killed are
     removed first. Returns the folder written to.
     """
-    source = Path(source)
-    if not source.is_dir():
-        raise IDXFormatError(f"{source} is not a folder")
-    contents: dict[str, bytes] = {}
-    for name in RAW_FILES:
-        candidates = [source / name, source / f"{name}.gz", source / "MNIST" / "raw" / name]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise IDXFormatError(f"{name} (or {name}.gz) not found in {source}")
-        data = read_idx_file(found, name)
-        validate_idx(name, data)
-        contents[name] = data
+    contents = read_idx_folder(source)
     target = raw_dir(root)
     target.mkdir(parents=True, exist_ok=True)
     clean_stale_imports(root)
     for name, data in contents.items():
-        safefiles.atomic_write(target / name, lambda tmp, data=data: tmp.write_bytes(data))
+        files.atomic_write(target / name, lambda tmp, data=data: tmp.write_bytes(data))
     _tensors.cache_clear()
     return target
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-__all__ = ["pick_device", "model_device", "seed_everything", "threads", "eval_mode"]
+__all__ = ["pick_device", "model_device", "seed_everything", "threads", "eval_mode", "synchronize"]
 
 
 def _mps_available() -> bool:
@@ -89,3 +89,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, mode in modes.items():
             m.training = mode
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so wall-clock times are true (a no-op on the CPU)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

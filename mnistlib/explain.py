@@ -17,12 +17,13 @@ input relative to it, so a blank image gets a zero map from both.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .architecture import forward_hooks, trace_layers
 from .devices import eval_mode, model_device
 
 __all__ = [
@@ -31,7 +32,6 @@ __all__ = [
     "conv_layers",
     "get_layer",
     "capture",
-    "capture_shapes",
     "receptive_field",
     "penultimate_layer",
     "embed",
@@ -109,33 +109,16 @@ def capture(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> d
     names = [layers] if isinstance(layers, str) else list(layers)
     modules = {name: get_layer(model, name) for name in names}  # validate before running
     store: dict[str, torch.Tensor] = {}
-    handles = []
 
-    def make_hook(name: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            store[name] = output.detach().clone().cpu()
+    def record(name: str, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        store[name] = output.detach().clone().cpu()
 
-        return hook
-
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-        with eval_mode(model), torch.no_grad():
-            model(_as_batch(x).to(model_device(model)))
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks(modules, record), eval_mode(model), torch.no_grad():
+        model(_as_batch(x).to(model_device(model)))
     missing = [n for n in names if n not in store]
     if missing:
         raise RuntimeError(f"layers {missing} exist but were not used in the forward pass")
     return {name: store[name] for name in names}
-
-
-def capture_shapes(model: nn.Module, layers: Sequence[str] | None = None, size: int = 28) -> dict[str, tuple[int, ...]]:
-    """Shape ``(C, H, W)`` of each layer's output for one blank ``size``×``size`` image."""
-    names = conv_layers(model) if layers is None else list(layers)
-    maps = capture(model, torch.zeros(1, 1, size, size), names)
-    return {name: tuple(t.shape[1:]) for name, t in maps.items()}
 
 
 def receptive_field(model: nn.Module, layer: str, size: int = 28) -> int | None:
@@ -145,8 +128,6 @@ def receptive_field(model: nn.Module, layer: str, size: int = 28) -> int | None:
     to ``layer`` widens the field by ``(kernel − 1) × jump`` and multiplies the jump between
     neighbouring units by its stride. Padding does not change it.
     """
-    from mnistlib.architecture import trace_layers
-
     get_layer(model, layer)
     rows = [r for r in trace_layers(model, (1, size, size)) if _inside(r.name, layer)]
     if not rows:

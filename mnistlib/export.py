@@ -13,14 +13,12 @@ not export) raises :class:`ExportError`, whose message is one line.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
 import json
 import os
 import platform
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._support.quiet import first_line, quiet_output, root_cause_line
 from .devices import eval_mode, model_device
 
 __all__ = [
@@ -39,16 +38,12 @@ __all__ = [
     "Int8Report",
     "OnnxModule",
     "TrainingImagesReader",
-    "add_export_command",
     "calibration_images",
     "check_parity",
     "export_onnx",
     "load_onnx",
-    "onnx_accuracy",
-    "images_per_second",
     "onnx_session",
     "quantize_int8",
-    "run_export_command",
     "run_onnx",
     "test_images",
 ]
@@ -66,11 +61,6 @@ class ExportError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return text[:limit]
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +203,7 @@ def test_images(n: int | None, mean: float, std: float) -> tuple[np.ndarray, np.
     try:
         images, labels = mnist_tensors(train=False)
     except MNISTNotFoundError as exc:
-        raise ExportError(_first_line(exc)) from None
+        raise ExportError(first_line(exc)) from None
     n = len(images) if n is None else min(n, len(images))
     return _normalised(images[:n], mean, std), labels[:n].numpy()
 
@@ -232,7 +222,7 @@ def calibration_images(n: int, mean: float, std: float, seed: int = 0) -> tuple[
     try:
         images, _ = mnist_tensors(train=True)
     except MNISTNotFoundError as exc:
-        raise ExportError(_first_line(exc)) from None
+        raise ExportError(first_line(exc)) from None
     train_idx, _ = split_indices(len(images))
     pick = torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(seed))[:n]
     indices = train_idx[pick].sort().values
@@ -281,7 +271,7 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/… kinds
-        raise ExportError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from None
+        raise ExportError(f"{path}: onnxruntime cannot load it: {first_line(exc)}") from None
 
 
 def run_onnx(session: Any, x: np.ndarray, batch: int = 1_000) -> np.ndarray:
@@ -290,28 +280,6 @@ def run_onnx(session: Any, x: np.ndarray, batch: int = 1_000) -> np.ndarray:
         session = onnx_session(session)
     chunks = [session.run(None, {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
-
-
-def onnx_accuracy(path: str | Path, x: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of ``x`` that the ONNX model at ``path`` classifies as ``labels``."""
-    return float((run_onnx(path, x).argmax(1) == labels).mean())
-
-
-def images_per_second(run: Any, x: np.ndarray, batch: int, seconds: float = 1.0, repeats: int = 3) -> float:
-    """Median images/s of ``run(batch_of_x)`` over ``repeats`` timings of about ``seconds`` each (after a warm-up)."""
-    import time
-
-    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x]
-    for b in batches[:3]:
-        run(b)
-    rates = []
-    for _ in range(repeats):
-        n, i, start = 0, 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            run(batches[i % len(batches)])
-            n, i = n + len(batches[i % len(batches)]), i + 1
-        rates.append(n / elapsed)
-    return float(np.median(rates))
 
 
 class OnnxModule(nn.Module):
@@ -338,7 +306,7 @@ def load_onnx(path: str | Path) -> tuple[OnnxModule, dict[str, str]]:
     try:
         meta = read_metadata(path)
     except Exception as exc:  # a protobuf DecodeError for anything that is not ONNX
-        raise ExportError(f"{path}: not an ONNX file ({_first_line(exc)})") from None
+        raise ExportError(f"{path}: not an ONNX file ({first_line(exc)})") from None
     return OnnxModule(path), meta
 
 
@@ -356,51 +324,15 @@ def _export_to(model: nn.Module, name: str, path: Path, metadata: dict[str, str]
     """PyTorch's (dynamo) exporter: eval mode, dynamic batch, one file with the weights inside."""
     example = (torch.zeros(2, 1, 28, 28),)
     try:
-        with eval_mode(model), warnings_quiet():
+        with eval_mode(model), quiet_output():
             program = torch.onnx.export(
                 model, example, None, dynamo=True, dynamic_shapes=({0: "batch"},),
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
             )  # fmt: skip
     except Exception as exc:
-        raise ExportError(f"model {name!r} does not export to ONNX: {_why_not_exported(exc)}") from None
+        raise ExportError(f"model {name!r} does not export to ONNX: {root_cause_line(exc)}") from None
     program.model.metadata_props.update(metadata)
     program.save(str(path), external_data=False)
-
-
-@contextlib.contextmanager
-def warnings_quiet() -> Iterator[None]:
-    """Silence the exporter's chatter (warnings, log lines, progress on stdout) for one block."""
-    import io
-    import logging
-    import warnings
-
-    loggers = [logging.getLogger(name) for name in ("torch", "onnxscript", "onnx_ir", "root")]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            contextlib.redirect_stderr(io.StringIO()):
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.CRITICAL)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels, strict=True):
-                lg.setLevel(level)
-
-
-def _why_not_exported(exc: BaseException) -> str:
-    """The root cause of an export failure in one line, with the model's line that raised it."""
-    import re
-
-    root = exc
-    while root.__cause__ is not None:
-        root = root.__cause__
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    why = f"{type(root).__name__}: {_first_line(root)}" if root is not exc else _first_line(exc)
-    where = re.search(r'raised this error:\s*File "([^"]+)", line (\d+), in \w+\s*\n\s*(.+)', plain)
-    if where:
-        why += f" (at {Path(where[1]).name} line {where[2]}: {where[3].strip()[:80]})"
-    return why
 
 
 def _opset(path: Path) -> int:
@@ -497,7 +429,7 @@ def quantize_int8(
     with _atomic_output(out) as tmp, tempfile.TemporaryDirectory() as work:
         prepared = Path(work) / "prepared.onnx"
         try:
-            with warnings_quiet():
+            with quiet_output():
                 quant_pre_process(str(fp32_path), str(prepared))
                 quantize_static(
                     str(prepared), str(tmp), reader,
@@ -505,7 +437,7 @@ def quantize_int8(
                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
                 )  # fmt: skip
         except Exception as exc:
-            raise ExportError(f"{fp32_path.name} could not be quantised: {_first_line(exc)}") from None
+            raise ExportError(f"{fp32_path.name} could not be quantised: {first_line(exc)}") from None
         _copy_metadata(fp32_path, tmp)
         x, labels = test_images(n_test, mean, std)
         fp32_pred = run_onnx(fp32_path, x).argmax(1)
@@ -530,66 +462,3 @@ def _copy_metadata(source: Path, target: Path) -> None:
             model.metadata_props.add(key=META + key, value=value)
     model.metadata_props.add(key=f"{META}quantised", value="int8 static QDQ, per channel, training-image calibration")
     onnx.save(model, str(target))
-
-
-# --------------------------------------------------------------------------------------------
-# Command line: python -m mnistlib export CHECKPOINT --onnx OUT.onnx [--int8 OUT_INT8.onnx]
-# --------------------------------------------------------------------------------------------
-
-
-def add_export_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``export`` to a CLI's subcommands; returns its parser (so more outputs can be added)."""
-    ex = subparsers.add_parser(
-        "export",
-        help="export a checkpoint to ONNX (checked against PyTorch), optionally int8 too",
-        description="Write the checkpoint's model as one ONNX file with a dynamic batch dimension, which any "
-        "ONNX runtime can run without PyTorch or mnistlib. It is kept only if onnxruntime and PyTorch "
-        f"predict the same digit for {PARITY_IMAGES:,} test images; the largest logit difference is printed. "
-        "--int8 also writes a smaller int8 copy (static quantisation calibrated on training images) and "
-        "prints both test accuracies.",
-    )
-    ex.add_argument("checkpoint", help="a .pth file written by train")
-    ex.add_argument("--onnx", metavar="OUT.onnx", help="where to write the float32 ONNX model")
-    ex.add_argument("--int8", metavar="OUT_INT8.onnx", help="also write an int8 copy here")
-    ex.add_argument("--calibration-images", type=int, default=CALIBRATION_IMAGES, metavar="N",
-                    help=f"training images used to calibrate int8 [{CALIBRATION_IMAGES:,}]")
-    ex.add_argument("--web", metavar="DIR", help="also write a static drawing page that runs the model in any "
-                    "browser (serve DIR with: python -m http.server -d DIR)")
-    ex.add_argument("--web-model", choices=("fp32", "int8"), default="fp32",
-                    help="which model the page runs: float32, or the 4× smaller int8 copy [fp32]")
-    ex.set_defaults(func=run_export_command)
-    return ex
-
-
-def run_export_command(args: argparse.Namespace) -> int:
-    """The ``export`` subcommand: 0 when everything was written, 2 with one ``error:`` line otherwise."""
-    if not (args.onnx or args.int8 or getattr(args, "web", None)):
-        print("error: export needs --onnx OUT.onnx (and optionally --int8 OUT_INT8.onnx)", file=sys.stderr)
-        return 2
-    try:
-        with tempfile.TemporaryDirectory() as work:
-            fp32 = Path(args.onnx) if args.onnx else Path(work) / "model.onnx"  # a float32 file is always checked
-            report = export_onnx(args.checkpoint, fp32)
-            print(report if args.onnx else f"float32 export checked (not kept): {report.parity}")
-            int8 = Path(args.int8) if args.int8 else Path(work) / "model-int8.onnx"
-            if args.int8 or getattr(args, "web_model", "fp32") == "int8" and getattr(args, "web", None):
-                print(quantize_int8(fp32, int8, n_calibration=max(1, args.calibration_images)))
-            if getattr(args, "web", None):
-                _write_web(args, fp32 if args.web_model == "fp32" else int8)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _write_web(args: argparse.Namespace, onnx_file: Path) -> None:
-    """The static page of :mod:`mnistlib.webpage` with ``onnx_file`` and the checkpoint's normalisation."""
-    from .checkpoints import CheckpointError, load_checkpoint
-    from .webpage import WebPageError, build_site, serve_hint
-
-    try:
-        ckpt = load_checkpoint(args.checkpoint)
-        site = build_site(onnx_file, args.web, mean=ckpt.mean, std=ckpt.std)
-    except (CheckpointError, WebPageError, OSError) as exc:
-        raise ExportError(f"--web {args.web}: {exc}") from None
-    print(f"wrote the drawing page to {site}. {serve_hint(site)}")

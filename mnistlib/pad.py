@@ -8,10 +8,8 @@ Three small widgets, each usable alone:
   It knows nothing of models or checkpoints.
 * :class:`PredictionView` — the answer: the digit (or "not sure"), ten probability bars, and the
   28×28 image the model was given.
-* :class:`CollectionPanel` — labelled collection: 0–9 buttons save the drawing with its label
-  (:mod:`mnistlib.handwriting`), with undo, counts per digit and a suggestion of what to draw next.
-
-:class:`DigitPad` puts them together for a model: ``DigitPad(checkpoint)``.
+:class:`DigitPad` puts them together for a model: ``DigitPad(checkpoint)``. Lesson 08 adds labelled
+collection on top (:class:`mnistlib.handwriting.collect.CollectingPad`).
 """
 
 from __future__ import annotations
@@ -32,11 +30,9 @@ from ipycanvas import Canvas, hold_canvas
 from PIL import Image
 
 from .drawing import NOT_SURE_BELOW, DrawingError, Prediction, classify, model_and_normalisation, prepare_digit
-from .handwriting import HandwritingStore
 from .strokes import StrokeList, Strokes, rasterize
 
 __all__ = [
-    "CollectionPanel",
     "DigitPad",
     "DrawingCanvas",
     "PredictionView",
@@ -322,68 +318,6 @@ class PredictionView(widgets.VBox):
 
 
 # --------------------------------------------------------------------------------------------
-# Labelled collection
-# --------------------------------------------------------------------------------------------
-
-
-def _counts_html(counts: list[int]) -> str:
-    cells = "".join(f'<span style="margin-right:8px"><b>{d}</b>:&nbsp;{n}</span>' for d, n in enumerate(counts))
-    return f'<div class="mnist-pad-counts" style="font-family:monospace">{cells}</div>'
-
-
-class CollectionPanel(widgets.VBox):
-    """Save the drawing on ``canvas`` with its label: click the digit you drew.
-
-    Each click stores the drawing (PNG, strokes, label) in ``store`` and clears the canvas; "Undo
-    last save" removes the newest sample; the counts and a suggestion keep the set balanced.
-    """
-
-    def __init__(self, store: HandwritingStore, canvas: DrawingCanvas) -> None:
-        self.store, self.drawing = store, canvas
-        self.buttons = [widgets.Button(description=str(d), layout=widgets.Layout(width="34px")) for d in range(10)]
-        for d, b in enumerate(self.buttons):
-            b.add_class("mnist-pad-label")
-            b.add_class(f"mnist-pad-label-{d}")
-            b.on_click(canvas._safe(lambda _b, d=d: self.save(d)))
-        self.undo_button = widgets.Button(description="Undo last save", icon="undo")
-        self.undo_button.add_class("mnist-pad-undo-save")
-        self.undo_button.on_click(canvas._safe(lambda _b: self.undo()))
-        self.counts = widgets.HTML()
-        self.prompt = widgets.HTML()
-        self.prompt.add_class("mnist-pad-prompt")
-        title = widgets.HTML(f"<small>Label and save (into {html.escape(str(store.folder))}):</small>")
-        super().__init__([title, widgets.HBox(self.buttons), widgets.HBox([self.undo_button, self.counts]),
-                          self.prompt])
-        self.add_class("mnist-pad-collect")
-        self.refresh()
-
-    def refresh(self, note: str = "") -> None:
-        counts = self.store.counts()
-        self.counts.value = _counts_html(counts)
-        suggestion = f"Next, please draw a <b>{self.store.next_digit()}</b>."
-        self.prompt.value = f"<span>{html.escape(note)} {suggestion}</span>"
-
-    def save(self, label: int) -> None:
-        """Store the current drawing as ``label``, then clear the canvas for the next one."""
-        if not len(self.drawing.strokes):
-            self.refresh("Draw a digit first, then click what it is.")
-            return
-        try:
-            sample = self.store.add_drawing(self.drawing.strokes.as_list(), label,
-                                            size=self.drawing.size, brush=self.drawing.brush)
-        except OSError as exc:
-            self.refresh(f"Not saved ({exc.strerror or exc}); the samples saved before are safe.")
-            return
-        self.drawing.clear()
-        self.refresh(f"Saved {sample.path.name} as a {label}.")
-
-    def undo(self) -> None:
-        """Remove the newest saved sample."""
-        sample = self.store.remove_last()
-        self.refresh("Nothing to undo." if sample is None else f"Removed {sample.path.name} (a {sample.label}).")
-
-
-# --------------------------------------------------------------------------------------------
 # The pad
 # --------------------------------------------------------------------------------------------
 
@@ -405,15 +339,13 @@ class DigitPad(widgets.VBox):
     """A drawing pad showing a live prediction: ``DigitPad(checkpoint)``.
 
     ``model`` is a Checkpoint (``load_or_train()``, ``load_checkpoint(path)``) or an ``nn.Module``
-    with ``mean``/``std``. Below ``threshold`` the pad says it is not sure. ``collect`` (a folder,
-    a :class:`~mnistlib.handwriting.HandwritingStore`, or True for ``<data root>/my_digits``) adds
-    0–9 buttons that save labelled drawings. Draw with the mouse or a finger, or from code with
-    :meth:`draw_strokes`; the last answer is in ``pad.prediction``.
+    with ``mean``/``std``. Below ``threshold`` the pad says it is not sure. Draw with the mouse or a
+    finger, or from code with :meth:`draw_strokes`; the last answer is in ``pad.prediction``.
     """
 
     def __init__(self, model: Any, *, mean: float | None = None, std: float | None = None,
                  size: int = 280, brush: float = 20.0, throttle: float = 0.15,
-                 threshold: float = NOT_SURE_BELOW, collect: Any = None) -> None:
+                 threshold: float = NOT_SURE_BELOW) -> None:
         net, mean, std = model_and_normalisation(model, mean, std)
         self.model, self.mean, self.std, self.threshold = net, mean, std, float(threshold)
         self.drawing = DrawingCanvas(self._predict, size=size, brush=brush, throttle=throttle)
@@ -428,14 +360,7 @@ class DigitPad(widgets.VBox):
         self.status = widgets.HTML(f"<small>Using {html.escape(_describe(model))}.</small>")
         self.status.add_class("mnist-pad-status")
         left = widgets.VBox([self.drawing, widgets.HBox([self.clear_button, self.undo_button])])
-        parts: list[widgets.Widget] = [widgets.HBox([left, self.view]), self.status]
-        self.collection = None
-        if collect is not None and collect is not False:
-            store = collect if isinstance(collect, HandwritingStore) else HandwritingStore(
-                None if collect is True else collect)
-            self.collection = CollectionPanel(store, self.drawing)
-            parts.insert(1, self.collection)
-        super().__init__(parts, layout=widgets.Layout(width="fit-content"))
+        super().__init__([widgets.HBox([left, self.view]), self.status], layout=widgets.Layout(width="fit-content"))
         self.add_class("mnist-pad")
 
     def _predict(self, pixels: np.ndarray) -> Prediction:

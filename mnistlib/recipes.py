@@ -3,7 +3,8 @@
 The five projects this series grew from each left a recipe; lesson 06 adds a fast one and a
 record one; the quick recipe trains the stand-in model later lessons use when none was trained.
 ``train(recipe)`` builds the model (after seeding), the data, the optimizer and the callbacks
-a real run wants, then calls :func:`mnistlib.training.fit`.
+a real run wants, then calls :func:`mnistlib.training.fit`. :func:`load_or_train` gives a later lesson
+lesson 03's model — or trains the quick one when there is none yet.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ import torch
 from torch import nn
 
 from . import callbacks as cb
-from .checkpoints import Checkpoint, load_checkpoint
+from .checkpoints import Checkpoint, CheckpointError, find_checkpoint, load_checkpoint
+from .config import quick_mode
 from .data import DataBundle, get_data
-from .devices import pick_device, seed_everything
+from .devices import pick_device, seed_everything, threads
 from .models import get_model
 from .training import History, fit
 
 __all__ = ["Recipe", "RECIPES", "SEED_RECIPES", "get_recipe", "make_optimizer", "make_schedule", "train", "Trained",
-           "OPTIMIZERS", "SCHEDULERS", "RUN_SETTINGS"]
+           "OPTIMIZERS", "SCHEDULERS", "RUN_SETTINGS", "load_or_train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "plateau", "onecycle")
@@ -281,3 +283,42 @@ def _resume_overrides(ckpt: Checkpoint, overrides: dict) -> dict:
             raise ValueError(f"the checkpoint finished its {ckpt.epoch} epochs: pass epochs=N to train N more")
         given["epochs"] = left
     return kept | given
+
+
+# --------------------------------------------------------------------------- the model a lesson uses
+
+
+def load_or_train(path: str | Path | None = None, *, tag: str = "lesson-03", folder: str | Path | None = None,
+                  device: str | torch.device = "cpu", verbose: bool = True) -> Checkpoint:
+    """The model a lesson should use: the checkpoint at ``path`` if given, else the best checkpoint of the
+    run tagged ``tag`` (lesson 03's main run by default), else the quick model — trained now if needed.
+
+    Prints which checkpoint it loaded and why. The quick recipe (:data:`mnistlib.recipes.RECIPES`
+    ``["quick"]``) takes a couple of minutes on a laptop CPU; under ``MNISTLIB_QUICK`` one epoch on
+    20,000 images, on one thread, so the weights are the same on every machine.
+    """
+    if path is not None:
+        ckpt, why = load_checkpoint(path, device), "as asked"
+    elif (found := find_checkpoint(tag, folder)) is not None:
+        ckpt, why = load_checkpoint(found, device), f"the best checkpoint of the run tagged {tag!r}"
+    elif (found := find_checkpoint("quick", folder)) is not None:
+        ckpt, why = load_checkpoint(found, device), f"no run tagged {tag!r} yet: the quick model trained earlier"
+    else:
+        ckpt, why = load_checkpoint(_train_quick(folder, verbose), device), f"no run tagged {tag!r}: trained now"
+    if verbose:
+        acc = ckpt.best_val_acc
+        print(f"Using {ckpt.path.name} — {ckpt.name}, epoch {ckpt.epoch}"
+              f"{f', validation accuracy {acc:.2%}' if acc is not None else ''} ({why})")
+    return ckpt
+
+
+def _train_quick(folder: str | Path | None, verbose: bool) -> Path:
+    """Train the quick recipe into ``folder``; returns its best checkpoint's path."""
+    quick = {"epochs": 1, "subset": 20_000, "device": "cpu"} if quick_mode() else {}
+    if verbose:
+        print("No trained model found: training the quick model (the BatchNorm net, one-cycle) — this takes a moment.")
+    with threads(1 if quick else None):
+        run = train("quick", tag="quick", checkpoint_dir=folder, verbose=False, **quick)
+    if run.history.best_path is None:
+        raise CheckpointError("training the quick model was interrupted before it finished an epoch")
+    return run.history.best_path

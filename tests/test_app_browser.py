@@ -1,6 +1,6 @@
 """Lesson 09's drawing web app in a real browser: Streamlit + headless Chromium draw a "1" and a "7".
 
-Starts the app with ``python -m mnistlib.webapp`` (what ``make app`` runs) on a free loopback port
+Starts the app with ``python -m mnistlib.apps.webapp`` (what ``make app`` runs) on a free loopback port
 with a small model trained in the fixture, draws with real mouse moves on the canvas, uploads a file
 that is not an image, and checks that stopping the server leaves no process behind. Needs Debian's
 ``chromium`` (``/usr/bin/chromium``) and the ``playwright`` Python package (never ``playwright install``).
@@ -84,7 +84,7 @@ def app(tmp_path_factory, data_root):
     env.pop("MNISTLIB_APP_MODEL", None)
     log_path = tmp / "app.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mnistlib.webapp", "--port", str(port), "--no-browser"],
+        proc = subprocess.Popen([sys.executable, "-m", "mnistlib.apps.webapp", "--port", str(port), "--no-browser"],
                                 cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

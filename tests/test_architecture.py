@@ -15,7 +15,6 @@ from mnistlib.architecture import (
     conv_output_size,
     explain_shape_error,
     flattened_size,
-    format_table,
     layer_macs,
     layer_table,
     model_stats,
@@ -24,6 +23,7 @@ from mnistlib.architecture import (
     trace_layers,
 )
 from mnistlib.models import ClassicCNNFunctional, count_parameters, get_model, list_models
+from mnistlib.tables import format_table
 
 SEED_MODELS = ["digit-recognizer", "classic", "two-conv", "one-by-one", "batchnorm"]
 

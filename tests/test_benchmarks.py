@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from mnistlib import results
+from mnistlib.course import results
 from mnistlib.data import get_data
 from mnistlib.models import count_parameters, get_model
 from mnistlib.recipes import RECIPES

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from mnistlib.book import BookError, build, find_lessons, markdown_maths, prepare_notebook
-from mnistlib.book.__main__ import main
-from mnistlib.book.build import WIDGET_NOTE, WIDGET_VIEW, _finish_page
-from mnistlib.exercises import material
+from mnistlib.course.book import BookError, build, find_lessons, markdown_maths, prepare_notebook
+from mnistlib.course.book.__main__ import main
+from mnistlib.course.book.build import WIDGET_NOTE, WIDGET_VIEW, _finish_page
+from mnistlib.course.exercises import material
 
 
 def test_maths_becomes_mathml_but_code_is_left_alone() -> None:
@@ -104,7 +104,7 @@ def test_build_a_tiny_book_and_rebuild_over_it(tmp_path: Path) -> None:
 
 
 def test_the_book_hides_the_tests_markers() -> None:
-    from mnistlib.book.build import prepare_notebook
+    from mnistlib.course.book.build import prepare_notebook
 
     cell = {"cell_type": "code", "metadata": {}, "outputs": [], "source": "# NBVAL_CHECK_OUTPUT\nprint(1)\n"}
     nb = prepare_notebook({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 4})

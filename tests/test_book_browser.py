@@ -43,8 +43,8 @@ def _execute_quick(tmp: Path) -> Path:
     """Run two lessons in quick mode into ``tmp/executed`` (lesson 02 with its material inserted)."""
     from conftest import find_data_root  # tests/conftest.py
 
-    from mnistlib.book.execute import execute_notebook
-    from mnistlib.exercises.insert import insert_file
+    from mnistlib.course.book.execute import execute_notebook
+    from mnistlib.course.insert import insert_file
 
     data = find_data_root()
     if data is None:
@@ -74,7 +74,7 @@ def book(tmp_path_factory) -> Iterator[tuple[str, Path, list]]:
     pytest.importorskip("mkdocs_jupyter", reason="mkdocs-jupyter is not installed")
     if not CHROMIUM.exists():
         pytest.skip(f"Debian's chromium is not installed ({CHROMIUM}): apt-get install chromium")
-    from mnistlib.book import build
+    from mnistlib.course.book import build
 
     tmp = tmp_path_factory.mktemp("book")
     notebooks = _executed_folder() or _execute_quick(tmp)

@@ -71,10 +71,10 @@ UNRAN_PROMPTS = """() => [...document.querySelectorAll(".jp-Notebook .jp-CodeCel
 #: A pad in collection mode, saving into {folder}; the lab fixture writes it next to lesson 05.
 COLLECT_NOTEBOOK = """from pathlib import Path
 
-from mnistlib.pad import DigitPad
-from mnistlib.checkpoints import load_or_train
+from mnistlib.handwriting.collect import CollectingPad
+from mnistlib.recipes import load_or_train
 
-pad = DigitPad(load_or_train(), collect=Path({folder!r}))
+pad = CollectingPad(load_or_train(), store=Path({folder!r}))
 pad"""
 SERVER_START_S = 90
 NOTEBOOK_RUN_S = 240  # a quick model is trained first when there is no checkpoint to copy

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from mnistlib import checkpoints as ck
-from mnistlib import safefiles
+from mnistlib._support import files as safefiles
 from mnistlib.checkpoints import (
     Checkpoint,
     CheckpointError,

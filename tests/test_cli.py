@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlib.__main__ import main
+from mnistlib.apps.cli import main
 from mnistlib.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -248,7 +248,7 @@ def test_a_diverging_run_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pyt
 
 @pytest.mark.parametrize(("text", "value"), [("0.99", 0.99), ("99", 0.99), ("99%", 0.99), ("1%", 0.01), ("1", 1.0)])
 def test_target_accuracy_reads_fractions_and_percentages(text: str, value: float) -> None:
-    from mnistlib.__main__ import _fraction
+    from mnistlib.apps.cli import _fraction
 
     assert _fraction(text) == pytest.approx(value)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from idx_helpers import idx_source
 
-from mnistlib.__main__ import main
+from mnistlib._support.files import owner_tag
+from mnistlib.apps.cli import main
 from mnistlib.config import DATA_ENV
 from mnistlib.data import RAW_FILES
-from mnistlib.safefiles import owner_tag
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = RAW_FILES

@@ -19,7 +19,8 @@ import torchvision
 from idx_helpers import idx_source
 from torchvision.transforms import v2
 
-from mnistlib import config, data, safefiles
+from mnistlib import config, data
+from mnistlib._support import files as safefiles
 from mnistlib.data import RAW_FILES, IDXFormatError, MNISTNotFoundError
 
 TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS = RAW_FILES

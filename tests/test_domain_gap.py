@@ -7,7 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlib.domain_gap import accuracy_interval, measure, plot_gap_examples, plot_gap_measures, plot_misreads
+from mnistlib.handwriting.domain_gap import (
+    accuracy_interval,
+    measure,
+    plot_gap_examples,
+    plot_gap_measures,
+    plot_misreads,
+)
 
 
 def bar(width: int, lean: float = 0.0, shift: int = 0) -> np.ndarray:

@@ -230,7 +230,7 @@ def test_truncated_file(tmp_path, model, seven: Image.Image) -> None:
 
 
 def test_oversized_file_refused_without_decoding(tmp_path, monkeypatch, model) -> None:
-    monkeypatch.setattr(d, "MAX_PIXELS", 50 * 50)
+    monkeypatch.setattr("mnistlib._support.images.MAX_PIXELS", 50 * 50)
     path = save(Image.new("L", (100, 100), 255), tmp_path / "big.png")
     with pytest.raises(DrawingError, match="too large") as info:
         predict_image(path, model, mean=MEAN, std=STD)

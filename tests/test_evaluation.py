@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from mnistlib import compare
 from mnistlib import evaluation as ev
 from mnistlib.data import get_data
 from mnistlib.models import get_model
@@ -164,7 +165,7 @@ def training():
 
 
 def test_compare_recipes_tiny(training, mnist, tmp_path):
-    rows = ev.compare_recipes(["digit-recognizer", "one-by-one"], epochs=1, subset=256, val_size=500,
+    rows = compare.compare_recipes(["digit-recognizer", "one-by-one"], epochs=1, subset=256, val_size=500,
                               device="cpu", checkpoint_dir=tmp_path, log=None)
     assert [r.recipe for r in rows] == ["digit-recognizer", "one-by-one"]
     for r in rows:
@@ -176,7 +177,7 @@ def test_compare_recipes_tiny(training, mnist, tmp_path):
     assert rows[0].augment == "rotate5" and rows[0].batch_size == 128 and rows[0].lr == 3e-4  # its own recipe
     assert rows[1].params == 24_210 and rows[1].augment == "crop-rotate15" and rows[1].batch_size == 64
     assert all((tmp_path / r.recipe).is_dir() for r in rows)  # checkpoints chosen and saved per recipe
-    table = ev.format_table(rows)
+    table = compare.recipe_table(rows)
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| recipe")
     assert "24,210" in table and "the 1×1-convolution net" in table
@@ -192,16 +193,16 @@ def test_compare_recipes_keeps_the_test_set_out_of_training(training, mnist, mon
 
     monkeypatch.setattr("mnistlib.recipes.fit", peeking_fit)
     with pytest.raises(ev.TestSetSealedError):
-        ev.compare_recipes(["one-by-one"], epochs=1, subset=64, val_size=100,
+        compare.compare_recipes(["one-by-one"], epochs=1, subset=64, val_size=100,
                            device="cpu", checkpoint_dir=tmp_path, log=None)
     assert seen["test_type"] is ev.SealedLoader
 
 
-def test_format_table_marks_subset_runs():
-    row = ev.Row(recipe="x", title="the x | net", model="x", params=1234, epochs=5, epochs_run=2, batch_size=64,
+def test_recipe_table_marks_subset_runs():
+    row = compare.Row(recipe="x", title="the x | net", model="x", params=1234, epochs=5, epochs_run=2, batch_size=64,
                  lr=1e-3, augment="none", train_seconds=3.2, val_acc=0.9812, test_acc=0.97654,
                  claimed_accuracy="", claimed_parameters="", train_images=256)
-    table = ev.format_table([row])
+    table = compare.recipe_table([row])
     assert "2 of 5 (256 imgs)" in table and "97.65%" in table and "1,234" in table
     assert "the x \\| net" in table
 

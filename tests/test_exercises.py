@@ -7,9 +7,10 @@ import inspect
 import re
 
 import pytest
+from exercise_code import run_code
 
-from mnistlib.exercises import LESSONS, ExerciseFailed, material
-from mnistlib.exercises.core import Feedback, run_code
+from mnistlib.course.exercises import LESSONS, ExerciseFailed, material
+from mnistlib.course.exercises.core import Feedback
 
 EXERCISES = [(n, ex) for n in LESSONS for ex in material(n).exercises]
 IDS = [f"{n:02d}-{ex.key}" for n, ex in EXERCISES]
@@ -76,7 +77,6 @@ def test_lesson_material_is_well_formed(lesson: int) -> None:
     assert 5 <= len(m.quiz) <= 8, "5–8 quiz questions per lesson"
     for q in m.quiz:
         assert q.problems() == []
-    assert m.papers and m.docs and m.recap and m.opening.strip()
     m.make_quiz()  # builds without error
 
 

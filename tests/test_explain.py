@@ -66,6 +66,12 @@ def predicted_shapes(model: nn.Module, size: int = 28) -> dict[str, tuple[int, i
     return table
 
 
+def capture_shapes(model: nn.Module, size: int = 28) -> dict[str, tuple[int, ...]]:
+    """Shape ``(C, H, W)`` of each conv layer's output for one blank ``size``×``size`` image."""
+    maps = E.capture(model, torch.zeros(1, 1, size, size), E.conv_layers(model))
+    return {name: tuple(t.shape[1:]) for name, t in maps.items()}
+
+
 @pytest.mark.parametrize("name", REGISTRY)
 def test_capture_shapes_match_the_shape_table(name: str) -> None:
     model = registry_model(name)
@@ -74,12 +80,12 @@ def test_capture_shapes_match_the_shape_table(name: str) -> None:
     assert {k: tuple(v.shape) for k, v in maps.items()} == {k: (3, *v) for k, v in expected.items()}
     convs = E.conv_layers(model)
     assert convs and all(isinstance(E.get_layer(model, n), nn.Conv2d) for n in convs)
-    assert E.capture_shapes(model) == {n: expected[n] for n in convs}
+    assert capture_shapes(model) == {n: expected[n] for n in convs}
 
 
 def test_the_classic_table_from_lesson_02() -> None:
     """The classic CNN's table: conv 1 gives 10 maps of 24×24, conv 2 gives 20 maps of 8×8."""
-    shapes = E.capture_shapes(registry_model("classic"))
+    shapes = capture_shapes(registry_model("classic"))
     assert list(shapes.values()) == [(10, 24, 24), (20, 8, 8)]
 
 
@@ -335,7 +341,7 @@ def test_works_on_a_model_from_load_checkpoint(tmp_path) -> None:
     ckpts.save_checkpoint(path, model, name="batchnorm", options={}, hparams={}, history={}, mean=MEAN, std=STD)
     loaded = ckpts.load_checkpoint(path).model
     x = digit_like()
-    assert E.capture_shapes(loaded) == E.capture_shapes(model)
+    assert capture_shapes(loaded) == capture_shapes(model)
     a = E.capture(loaded, x, "features.4")["features.4"]
     b = E.capture(model, x, "features.4")["features.4"]
     assert torch.allclose(a, b)

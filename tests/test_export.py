@@ -14,6 +14,7 @@ from small_models import MEAN, STD, save_small, train_small
 from torch import nn
 
 from mnistlib import export as ex
+from mnistlib.apps.export_command import add_export_command
 from mnistlib.checkpoints import Checkpoint, load_checkpoint
 from mnistlib.data import split_indices
 from mnistlib.drawing import classify, prepare_digit
@@ -56,7 +57,7 @@ def small_onnx(small_checkpoint: Path, tmp_path_factory) -> Path:
 
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mnistlib")
-    ex.add_export_command(parser.add_subparsers(dest="command", required=True))
+    add_export_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -242,7 +243,7 @@ def test_cli_needs_an_output(small_checkpoint: Path, capsys) -> None:
 @pytest.mark.skipif(shutil.which("npm") is None, reason="the page's runtime is installed with npm")
 def test_python_m_mnistlib_export_web_writes_the_page(small_checkpoint: Path, tmp_path: Path, capsys) -> None:
     """``python -m mnistlib export CKPT --web DIR``: the page, its model and the runtime, nothing from elsewhere."""
-    from mnistlib.__main__ import main
+    from mnistlib.apps.cli import main
 
     site = tmp_path / "site"
     assert main(["export", str(small_checkpoint), "--web", str(site)]) == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mnistlib.data import TensorLoader, get_augment
-from mnistlib.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, mixed_data, save_fine_tuned
+from mnistlib.handwriting.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, mixed_data, save_fine_tuned
 
 #: Fine-tuning may cost at most this much MNIST validation accuracy (a fraction: one percentage point).
 FORGET_MARGIN = 0.01
@@ -71,9 +71,9 @@ def test_mixed_data_mixes_your_digits_with_mnist(mnist_env) -> None:
 
 def test_fine_tuning_reads_your_digits_better_without_forgetting_mnist(mnist_env, tmp_path) -> None:
     """Seeded, on the CPU: a small model, synthetic handwriting, fine-tuned with the defaults."""
-    from mnistlib.handwriting import HandwritingDataset, HandwritingStore, stratified_split
+    from mnistlib.handwriting.store import HandwritingDataset, HandwritingStore, stratified_split
+    from mnistlib.handwriting.synthetic import make_synthetic_digits
     from mnistlib.recipes import Recipe, train
-    from mnistlib.synthetic import make_synthetic_digits
     from mnistlib.training import evaluate
 
     data = __import__("mnistlib.data", fromlist=["get_data"]).get_data(batch_size=64, subset=3000, seed=0)

@@ -28,8 +28,9 @@ import torch
 from idx_helpers import idx_source
 
 from mnistlib import checkpoints as ck
-from mnistlib import data, safefiles
-from mnistlib.__main__ import main
+from mnistlib import data
+from mnistlib._support import files as safefiles
+from mnistlib.apps.cli import main
 from mnistlib.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from mnistlib.data import RAW_FILES
 from mnistlib.models import get_model, list_models
@@ -283,7 +284,7 @@ def slow_save(obj, f, *args, **kwargs):
         time.sleep(3)
         real_save(obj, f, *args, **kwargs)
 torch.save = slow_save
-from mnistlib.__main__ import main
+from mnistlib.apps.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

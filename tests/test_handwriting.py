@@ -14,17 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
-from mnistlib import safefiles
+from mnistlib._support import files as safefiles
 from mnistlib.drawing import prepare_digit, preprocess
-from mnistlib.handwriting import (
+from mnistlib.handwriting.store import (
     HandwritingDataset,
     HandwritingStore,
     HandwritingWarning,
     label_from_name,
     stratified_split,
 )
+from mnistlib.handwriting.synthetic import make_synthetic_digits, synthetic_strokes
 from mnistlib.strokes import example_strokes, rasterize
-from mnistlib.synthetic import make_synthetic_digits, synthetic_strokes
 
 MEAN, STD = 0.1307, 0.3081
 

@@ -1,4 +1,4 @@
-"""The generator that writes exercises, quiz, recap and reading into a lesson notebook."""
+"""The generator that writes exercises and quizzes into the lesson notebooks, and the check that they agree."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from exercise_code import run_code
 
-from mnistlib.exercises import material
-from mnistlib.exercises.core import run_code
-from mnistlib.exercises.insert import SECTIONS, InsertError, insert_file, insert_material, main
+from mnistlib.course.exercises import LESSONS, material
+from mnistlib.course.insert import SECTIONS, InsertError, insert_file, insert_material, main
 
 REPO = Path(__file__).resolve().parent.parent
 LESSON = REPO / "notebooks" / "02_architecture.ipynb"
@@ -28,10 +28,10 @@ def _cleaner():
 
 @pytest.fixture
 def notebook(tmp_path: Path) -> Path:
-    """Lesson 02 as it was before its material was inserted (the generated cells taken out)."""
+    """Lesson 02 as it was before its exercises and quiz were inserted (the generated cells taken out)."""
     copy = tmp_path / LESSON.name
     nb = json.loads(LESSON.read_text())
-    nb["cells"] = [c for c in nb["cells"] if not any(t.startswith("lesson-") for t in _tags(c))]
+    nb["cells"] = [c for c in nb["cells"] if not {"lesson-exercises", "lesson-quiz"} & set(_tags(c))]
     copy.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return copy
 
@@ -48,15 +48,14 @@ def test_inserts_every_section_and_is_idempotent(notebook: Path) -> None:
     assert notebook.read_text() == once
     nb = json.loads(once)
     m = material(2)
-    assert len(nb["cells"]) == len(before["cells"]) + 1 + 1 + (2 + 6 * len(m.exercises)) + 2 + 1
-    assert nb["cells"][0] == before["cells"][0]  # the title stays first, the opening follows
-    assert "lesson-opening" in _tags(nb["cells"][1])
+    assert len(nb["cells"]) == len(before["cells"]) + (2 + 6 * len(m.exercises)) + 2
     order = [next(t for t in _tags(c) if t.startswith("lesson-")) for c in nb["cells"] if any(
         t.startswith("lesson-") for t in _tags(c))]
-    assert order[0] == "lesson-opening"
-    tail = list(dict.fromkeys(order[1:]))
-    assert tail == ["lesson-recap", "lesson-exercises", "lesson-quiz", "lesson-reading"]
-    assert [c for c in nb["cells"] if not any(t.startswith("lesson-") for t in _tags(c))] == before["cells"]
+    generated = [t for t in order if t in ("lesson-exercises", "lesson-quiz")]
+    assert list(dict.fromkeys(generated)) == ["lesson-exercises", "lesson-quiz"]
+    if "lesson-recap" in order:  # new sections go before the recap
+        assert order.index("lesson-recap") > len(order) - 1 - order[::-1].index("lesson-quiz")
+    assert [c for c in nb["cells"] if not {"lesson-exercises", "lesson-quiz"} & set(_tags(c))] == before["cells"]
 
 
 def test_notebook_stays_clean_and_solutions_stay_hidden(notebook: Path) -> None:
@@ -90,21 +89,23 @@ def test_cell_order_per_exercise_makes_the_solution_check_pass(notebook: Path) -
 
 
 def test_rerun_replaces_a_section_where_it_was_moved(notebook: Path) -> None:
-    insert_file(notebook, 2, sections=["reading"])
+    insert_file(notebook, 2, sections=["quiz"])
     nb = json.loads(notebook.read_text())
-    reading = nb["cells"].pop()
-    nb["cells"].insert(3, reading)  # the author moved it up
+    where = [i for i, c in enumerate(nb["cells"]) if "lesson-quiz" in _tags(c)]
+    quiz = [nb["cells"][i] for i in where]
+    nb["cells"] = [c for i, c in enumerate(nb["cells"]) if i not in where]
+    nb["cells"][3:3] = quiz  # the author moved it up
     notebook.write_text(json.dumps(nb))
-    insert_file(notebook, 2, sections=["reading"])
+    insert_file(notebook, 2, sections=["quiz"])
     nb = json.loads(notebook.read_text())
-    assert "lesson-reading" in _tags(nb["cells"][3])
-    assert sum("lesson-reading" in _tags(c) for c in nb["cells"]) == 1
+    assert "lesson-quiz" in _tags(nb["cells"][3]) and "lesson-quiz" in _tags(nb["cells"][4])
+    assert sum("lesson-quiz" in _tags(c) for c in nb["cells"]) == 2
 
 
 def test_only_the_chosen_sections(notebook: Path) -> None:
     insert_file(notebook, 2, sections=["quiz"])
     nb = json.loads(notebook.read_text())
-    tags = {t for c in nb["cells"] for t in _tags(c) if t.startswith("lesson-")}
+    tags = {t for c in nb["cells"] for t in _tags(c) if t in ("lesson-exercises", "lesson-quiz")}
     assert tags == {"lesson-quiz"}
     quiz_code = next(c for c in nb["cells"] if "lesson-quiz" in _tags(c) and c["cell_type"] == "code")
     assert "".join(quiz_code["source"]).startswith("# NBVAL_IGNORE_OUTPUT")
@@ -144,7 +145,16 @@ def test_command_line_check_mode(notebook: Path, capsys) -> None:
     assert main([str(notebook), "02", "--check"]) == 1
     assert main([str(notebook), "02"]) == 0 and "updated" in capsys.readouterr().out
     assert main([str(notebook), "02", "--check"]) == 0
-    done = subprocess.run([sys.executable, "-m", "mnistlib.exercises.insert", str(notebook), "2"],
+    done = subprocess.run([sys.executable, "-m", "mnistlib.course.insert", str(notebook), "2"],
                           capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0 and "unchanged" in done.stdout
-    assert set(SECTIONS) == {"opening", "recap", "exercises", "quiz", "reading"}
+    assert set(SECTIONS) == {"exercises", "quiz"}
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_lesson_notebook_matches_its_material(lesson: int) -> None:
+    """The drift check on the real notebooks: each lesson's exercises and quiz are what its material says."""
+    notebook = next((REPO / "notebooks").glob(f"{lesson:02d}_*.ipynb"))
+    assert insert_file(notebook, lesson, check=True) is False, (
+        f"{notebook.name} differs from mnistlib/course/exercises/lesson{lesson:02d}.py: run "
+        f"python -m mnistlib.course.insert {notebook.relative_to(REPO)} {lesson}")

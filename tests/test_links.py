@@ -1,4 +1,4 @@
-"""Every hyperlink in the lessons and in the exercise, quiz and reading data is well-formed.
+"""Every hyperlink in the lessons and in the exercise and quiz data is well-formed; every reading list complete.
 
 Checked for form only (there is no network here): an absolute link is https with a host and no
 spaces; a relative link in a lesson points at a file that exists next to the notebooks.
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from mnistlib.exercises import LESSONS, material
+from mnistlib.course.exercises import LESSONS, material
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -68,14 +68,33 @@ def _material_texts() -> list[tuple[str, str]]:
     out = []
     for n in LESSONS:
         m = material(n)
-        out += [(f"{n:02d} opening", m.opening), *[(f"{n:02d} recap", r) for r in m.recap]]
         for ex in m.exercises:
             out.append((f"{n:02d} exercise {ex.key}", ex.prompt_md))
         for i, q in enumerate(m.quiz, 1):
             out.append((f"{n:02d} quiz {i}", " ".join([q.text, *q.options, *q.explain])))
-        for r in (*m.papers, *m.docs):
-            out.append((f"{n:02d} reading", r.markdown()))
     return out
+
+
+#: One further-reading entry in a lesson: ``- Authors (Year). [title](url) — why`` (authors and year for papers).
+READING_LINE = re.compile(
+    r"^- (?:(?P<who>[^\n]+?) \((?P<year>\d{4})\)\. )?\[(?P<title>[^\]]+)\]\((?P<url>[^)]+)\) — (?P<why>.+)$")
+
+
+def _readings(notebook: Path) -> dict[str, list[re.Match]]:
+    """The further-reading entries of a lesson (the cell tagged ``lesson-reading``), by heading."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    cells = ["".join(c["source"]) for c in nb["cells"] if "lesson-reading" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, f"{notebook.name}: one further-reading cell (tagged lesson-reading) expected"
+    found: dict[str, list[re.Match]] = {}
+    heading = ""
+    for line in cells[0].splitlines():
+        if line.startswith("**"):
+            heading = line.strip("* ").lower()
+        elif line.startswith("- "):
+            match = READING_LINE.match(line)
+            assert match, f"{notebook.name}: a reading entry not of the form '- [title](url) — why': {line!r}"
+            found.setdefault(heading, []).append(match)
+    return found
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -97,21 +116,21 @@ def test_material_links_are_well_formed() -> None:
     assert not bad, bad
 
 
-def test_every_reading_entry_is_an_https_link_with_a_reason() -> None:
-    for n in LESSONS:
-        m = material(n)
-        urls = [r.url for r in (*m.papers, *m.docs)]
-        assert len(urls) == len(set(urls)), f"lesson {n:02d} lists a link twice"
-        for r in (*m.papers, *m.docs):
-            assert problem(r.url) is None and r.url.startswith("https://"), r
-            assert r.title.strip() and r.why.strip()
-            assert links(r.markdown()) == [r.url]
-        for r in m.papers:
-            assert r.authors and r.year and 1950 < r.year < 2100, r
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_every_reading_entry_is_an_https_link_with_a_reason(notebook: Path) -> None:
+    found = _readings(notebook)
+    assert set(found) == {"papers", "documentation"}, f"{notebook.name}: papers and documentation expected"
+    urls = [m["url"] for entries in found.values() for m in entries]
+    assert len(urls) == len(set(urls)), f"{notebook.name} lists a link twice"
+    for m in (m for entries in found.values() for m in entries):
+        assert problem(m["url"]) is None and m["url"].startswith("https://"), m.group(0)
+        assert m["title"].strip() and m["why"].strip()
+    for m in found["papers"]:
+        assert m["who"] and 1950 < int(m["year"]) < 2100, m.group(0)
 
 
 def test_the_key_papers_are_all_cited() -> None:
-    cited = {r.url for n in LESSONS for r in material(n).papers}
+    cited = {m["url"] for nb in NOTEBOOKS for m in _readings(nb).get("papers", [])}
     missing = {name for url, name in KEY_PAPERS.items() if url not in cited}
     assert not missing, missing
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from mnistlib import pad as pad_module
 from mnistlib.drawing import Prediction, predict_image, prepare_digit
-from mnistlib.handwriting import HandwritingStore
+from mnistlib.handwriting.collect import CollectingPad
+from mnistlib.handwriting.store import HandwritingStore
 from mnistlib.pad import DigitPad, DrawingCanvas, PredictionView, enable_colab_widgets
 from mnistlib.strokes import example_strokes, rasterize
 
@@ -224,7 +225,7 @@ def test_pad_refuses_what_it_cannot_use(model) -> None:
 
 
 def test_collect_saves_labelled_drawings(model, tmp_path) -> None:
-    pad = DigitPad(model, mean=MEAN, std=STD, collect=tmp_path / "mine")
+    pad = CollectingPad(model, mean=MEAN, std=STD, store=tmp_path / "mine")
     panel = pad.collection
     assert "Next, please draw a <b>0</b>" in panel.prompt.value
     panel.buttons[3].click()  # nothing drawn yet: nothing saved
@@ -244,14 +245,14 @@ def test_collect_saves_labelled_drawings(model, tmp_path) -> None:
 
 
 def test_collect_reports_a_full_disk(model, tmp_path, monkeypatch) -> None:
-    pad = DigitPad(model, mean=MEAN, std=STD, collect=HandwritingStore(tmp_path))
+    pad = CollectingPad(model, mean=MEAN, std=STD, store=HandwritingStore(tmp_path))
     pad.draw_strokes(example_strokes("7"))
     pad.collection.buttons[7].click()
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("mnistlib.handwriting.write_bytes", full)
+    monkeypatch.setattr("mnistlib.handwriting.store.write_bytes", full)
     pad.draw_strokes(example_strokes("1"))
     pad.collection.buttons[1].click()
     assert "No space left" in pad.collection.prompt.value and "safe" in pad.collection.prompt.value

@@ -23,7 +23,8 @@ def _name(spec: str) -> str:
 
 def _pyproject() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = project["dependencies"] + project["optional-dependencies"]["test"]
+    extras = project["optional-dependencies"]
+    specs = project["dependencies"] + extras["book"] + extras["test"]
     return {_name(s): s.replace(" ", "") for s in specs}
 
 

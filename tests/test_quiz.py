@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from mnistlib.exercises import LESSONS, material
-from mnistlib.quiz import NO_CHOICE, Question, Quiz, QuizError
+from mnistlib.course.exercises import LESSONS, material
+from mnistlib.course.quiz import NO_CHOICE, Question, Quiz, QuizError
 
 Q1 = Question("What is 2 + 2?", ("3", "4", "`22`"), 1, ("One short.", "Addition.", "That is concatenation."))
 Q2 = Question("Pick **B**.", ("A", "B"), 1, ("Not A.", "B it is."))

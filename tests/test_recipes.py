@@ -9,10 +9,19 @@ import pytest
 import torch
 
 from mnistlib import callbacks as cb
-from mnistlib.checkpoints import find_checkpoint, load_checkpoint, load_or_train
+from mnistlib.checkpoints import find_checkpoint, load_checkpoint
 from mnistlib.data import DataBundle, get_data
 from mnistlib.models import count_parameters, list_models
-from mnistlib.recipes import RECIPES, SEED_RECIPES, Recipe, get_recipe, make_optimizer, make_schedule, train
+from mnistlib.recipes import (
+    RECIPES,
+    SEED_RECIPES,
+    Recipe,
+    get_recipe,
+    load_or_train,
+    make_optimizer,
+    make_schedule,
+    train,
+)
 from mnistlib.training import StopTraining
 
 QUIET = {"device": "cpu", "verbose": False}
@@ -136,9 +145,9 @@ def test_load_or_train_prefers_the_tagged_run_then_the_quick_model(tiny: DataBun
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "models"
     monkeypatch.setenv("MNISTLIB_QUICK", "1")
-    import mnistlib.checkpoints as checkpoints
+    import mnistlib.recipes as recipes
 
-    monkeypatch.setattr(checkpoints, "_train_quick", lambda folder, verbose: train(
+    monkeypatch.setattr(recipes, "_train_quick", lambda folder, verbose: train(
         "quick", tiny, epochs=1, tag="quick", checkpoint_dir=folder, **QUIET).history.best_path)
     (folder).mkdir()
     (folder / "best_model_29990101_000000.pth").write_bytes(b"junk")  # newest, but unreadable: skipped

@@ -15,7 +15,7 @@ def test_take_restarts_the_loader_until_it_has_enough() -> None:
     assert list(speed.take([1, 2], 0)) == []
 
 
-def test_images_per_second_trains_with_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_images_per_second_trains_with_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     loader = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))] * 3
     batches = []
     real = speed.train_one_epoch
@@ -23,14 +23,15 @@ def test_images_per_second_trains_with_the_loop(monkeypatch: pytest.MonkeyPatch)
         model, [b for b in data if not batches.append(len(b[1]))], *a))
     model = get_model("classic-bn")
     before = model.classifier[-1].weight.detach().clone()
-    assert speed.images_per_second(model, loader, steps=4, warmup=2) > 0
+    assert speed.training_images_per_second(model, loader, steps=4, warmup=2) > 0
     assert len(batches) == 6 and not torch.equal(before, model.classifier[-1].weight)
 
 
-def test_inference_speed_leaves_the_mode_alone() -> None:
-    model = get_model("record")
-    model.train()
-    assert speed.inference_speed(model, 4, min_seconds=0.0) > 0 and model.training
+def test_inference_images_per_second_times_whole_batches_of_any_callable() -> None:
+    seen: list[int] = []
+    rate = speed.inference_images_per_second(lambda b: seen.append(len(b)), torch.zeros(10, 1, 28, 28), 4,
+                                             seconds=0.0, repeats=2)
+    assert rate > 0 and seen and set(seen) == {4}  # two whole batches of 4 from 10 images, never a partial one
 
 
 def test_threads_are_restored() -> None:

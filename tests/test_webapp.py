@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from small_models import save_small, train_small
 
-from mnistlib import webapp
+from mnistlib.apps import webapp
 from mnistlib.drawing import DrawingError, load_image
 from mnistlib.strokes import example_strokes, rasterize
 

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from webpage_helpers import export_onnx, parity_rasters, trained_checkpoint
 
+from mnistlib.apps.webpage import PAGE_FILES, RUNTIME_FILES, WebPageError, build_site, serve_hint
 from mnistlib.drawing import DrawingError, prepare_digit
-from mnistlib.webpage import PAGE_FILES, RUNTIME_FILES, WebPageError, build_site, serve_hint
 
 REPO = Path(__file__).resolve().parent.parent
-PREPROCESS_JS = REPO / "mnistlib" / "webpage" / "preprocess.js"
+PREPROCESS_JS = REPO / "mnistlib" / "apps" / "webpage" / "preprocess.js"
 RUNNER = Path(__file__).resolve().parent / "js" / "prepare_digits.mjs"
 PIXEL_TOLERANCE = 1e-5
 NODE_TIMEOUT_S = 60
@@ -142,7 +142,7 @@ def test_build_site_refuses_bad_input_in_one_line(tmp_path) -> None:
 
 
 def test_missing_npm_is_a_clear_error(tmp_path, monkeypatch) -> None:
-    import mnistlib.webpage as webpage
+    import mnistlib.apps.webpage as webpage
 
     package = tmp_path / "package"
     package.mkdir()
@@ -152,7 +152,7 @@ def test_missing_npm_is_a_clear_error(tmp_path, monkeypatch) -> None:
 
 
 def test_failing_npm_ci_is_a_clear_error(tmp_path) -> None:
-    import mnistlib.webpage as webpage
+    import mnistlib.apps.webpage as webpage
 
     if shutil.which("npm") is None:
         pytest.skip("npm is not installed")

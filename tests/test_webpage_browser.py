@@ -1,6 +1,6 @@
 """The static drawing page in a real browser: headless Chromium draws a 1, a 7 and a 4.
 
-Builds the site (``mnistlib.webpage.build_site``) for a trained quick model, serves it with
+Builds the site (``mnistlib.apps.webpage.build_site``) for a trained quick model, serves it with
 Python's ``http.server`` on a free loopback port, and opens it in Debian's ``chromium``: a 1 and a
 7 drawn with real mouse moves, a 4 drawn with touch events on an emulated phone. Every request
 the page makes is recorded and must stay on 127.0.0.1. Also checks the "draw a digit" state and
@@ -25,8 +25,8 @@ import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS
 from webpage_helpers import export_onnx, trained_checkpoint
 
+from mnistlib.apps.webpage import WebPageError, build_site
 from mnistlib.strokes import example_strokes
-from mnistlib.webpage import WebPageError, build_site
 
 pytestmark = pytest.mark.browser
 

@@ -47,7 +47,8 @@ def export_onnx(model: torch.nn.Module, path: Path) -> Path:
 def _checkpoint():
     from conftest import find_data_root  # tests/conftest.py
 
-    from mnistlib.checkpoints import latest_checkpoint, load_or_train
+    from mnistlib.checkpoints import latest_checkpoint
+    from mnistlib.recipes import load_or_train
 
     if latest_checkpoint() is None and find_data_root() is None:
         return None

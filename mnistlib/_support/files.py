@@ -1,0 +1,207 @@
+"""Atomic file writes that respect the umask, owned lock files, and cleaning up after runs that died.
+
+Every file mnistlib writes for keeps (checkpoints, imported MNIST files) goes through
+:func:`atomic_write`: it is written to a hidden ``.<name>.<pid>-<host>.<random>.part`` file in
+the same folder, made readable as the umask allows, flushed to disk, then renamed over the
+target — so a reader sees the old file or the new one, never half of one. A run killed in the
+middle of a write leaves its ``.part`` behind; :func:`clean_stale` removes such files, and the
+owned lock files (:func:`create_lock`) of runs that died, the next time a run starts. Which lock
+names a folder uses is its owner's business: :func:`clean_stale` takes them as an argument.
+
+The rule that decides what is stale can never delete a file of a live run on this machine:
+
+* a ``.part`` or a lock records its owner (process id and a tag of this host and its
+  process namespace). It is stale when that owner is on this host and the process no longer exists
+  (or is a zombie). A live process is never judged dead; a reused process id only keeps a stale
+  file longer (the next rule then removes it).
+* a file without an owner (an older mnistlib), or owned by another host or container sharing the
+  folder, whose liveness cannot be checked from here, is stale only when it has not been modified
+  for :data:`MAX_AGE` seconds (a day): a write takes seconds, and a stamp's lock is only consulted
+  in the second its run started, so nothing live can be hurt by then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["MAX_AGE", "umask", "owner_tag", "atomic_write", "write_bytes", "write_text", "create_lock", "is_stale",
+           "clean_stale"]
+
+#: Files whose owner cannot be checked from here are stale after this many seconds unmodified.
+MAX_AGE = 24 * 3600.0
+
+#: ``.<target>.<pid>-<host>.<random>.part`` (owned) or mkstemp's ``.<target>.<random>.part`` (older files).
+_PART_RE = re.compile(r"^\.(?P<target>.+?)(?:\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8}))?\.[a-z0-9_]+\.part$")
+
+
+def umask() -> int:
+    """The process's umask (read without changing it where /proc allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # the portable way: set and restore
+    os.umask(mask)
+    return mask
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this host and its process namespace (two containers differ)."""
+    try:
+        pid_ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{pid_ns}".encode()).hexdigest()[:8]
+
+
+def owner_tag() -> str:
+    """``<pid>-<host>``: who is writing, as recorded in temporary and lock file names/contents."""
+    return f"{os.getpid()}-{_host_tag()}"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Have ``write(tmp)`` fill a temporary file next to ``path``, then rename it to ``path``.
+
+    The file gets the mode a plain ``open(path, "w")`` would (0666 less the umask), is fsynced
+    before the rename, and the temporary is removed if anything (Ctrl-C included) interrupts.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".part")
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~umask())
+        os.close(fd)
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_write`): readers see the old file or the new one."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (where the platform allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host and is not a zombie."""
+    if pid <= 0:
+        return True  # not a real owner: never judge it dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _owner(path: Path) -> tuple[int, str] | None:
+    """(pid, host tag) recorded by the writer of a ``.part`` (in its name) or a lock (its content)."""
+    if path.suffix == ".part":
+        m = _PART_RE.match(path.name)
+        return (int(m["pid"]), m["host"]) if m and m["pid"] else None
+    try:
+        with open(path, "rb") as fh:
+            words = fh.read(100).decode("ascii", "replace").split()
+        return (int(words[0]), words[1]) if len(words) >= 2 and words[0].isdigit() else None
+    except OSError:
+        return None
+
+
+def create_lock(path: str | Path) -> bool:
+    """Create ``path`` exclusively, holding this process's owner tag; False when it already exists.
+
+    The tag lets :func:`clean_stale` tell when the process that made the lock has died.
+    """
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, f"{owner_tag().replace('-', ' ')}\n".encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def is_stale(path: str | Path, now: float | None = None) -> bool:
+    """Whether ``path`` (a ``.part`` temporary or a lock from :func:`create_lock`) was left by a run that died
+    (see the module's docstring for the rule)."""
+    path = Path(path)
+    owner = _owner(path)
+    if owner is not None and owner[1] == _host_tag():
+        return not _alive(owner[0])
+    try:
+        age = (time.time() if now is None else now) - path.stat().st_mtime
+    except OSError:
+        return False
+    return age > MAX_AGE
+
+
+def _ours(name: str, targets: Callable[[str], bool], locks: Callable[[str], bool]) -> bool:
+    """Whether ``name`` is a lock that ``locks`` accepts, or a temporary of a file that ``targets`` accepts."""
+    if locks(name):
+        return True
+    m = _PART_RE.match(name)
+    return m is not None and targets(m["target"])
+
+
+def clean_stale(folder: str | Path, targets: Callable[[str], bool] = lambda name: True,
+                locks: Callable[[str], bool] = lambda name: False) -> list[Path]:
+    """Remove the stale ``.part`` temporaries (of files whose name ``targets`` accepts) and the
+    stale locks (names ``locks`` accepts) in ``folder``; returns what was removed.
+
+    Files that cannot be removed (a read-only folder, a race with another cleaner) are skipped.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if not _ours(path.name, targets, locks):
+            continue
+        try:
+            if path.is_file() and not path.is_symlink() and is_stale(path):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed

@@ -1,0 +1,305 @@
+"""Your own handwriting as a dataset: labelled drawings from the pad, and image files you add.
+
+A folder (default ``<data root>/my_digits``) holds it all::
+
+    my_digits/
+      manifest.jsonl      one line per pad drawing: its PNG, label, strokes, canvas size, brush
+      pad/00001_7.png     the pad drawing as you saw it (black on white, canvas resolution)
+      7/photo.jpg         a photo or scan: the label is the folder's name …
+      scan_3.png          … or a lone digit in the file name
+
+Every write is atomic (:func:`mnistlib._support.files.write_bytes`): a crash, a kill or a full disk during a
+save leaves the earlier samples exactly as they were. A damaged manifest line, a file that is not an
+image and a file without a label are each reported by name (a :class:`HandwritingWarning`) and
+skipped. :class:`HandwritingDataset` serves the folder the way torchvision's MNIST serves MNIST.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from mnistlib import config
+from mnistlib._support.files import write_bytes
+from mnistlib.drawing import DrawingError, prepare_digit
+from mnistlib.strokes import StrokeList, Strokes, rasterize
+
+__all__ = [
+    "HandwritingDataset",
+    "HandwritingStore",
+    "HandwritingWarning",
+    "Sample",
+    "default_folder",
+    "label_from_name",
+    "stratified_split",
+]
+
+MANIFEST = "manifest.jsonl"
+DRAWINGS = "pad"  #: sub-folder of the pad's PNGs (read through the manifest only)
+_LONE_DIGIT = re.compile(r"(?<![0-9A-Za-z])([0-9])(?![0-9A-Za-z])")
+
+
+class HandwritingWarning(UserWarning):
+    """A sample that was skipped: a damaged manifest line, a file that is not an image, no label."""
+
+
+def _skip(message: str) -> None:
+    warnings.warn(message, HandwritingWarning, stacklevel=3)
+
+
+def default_folder() -> Path:
+    """``<data root>/my_digits`` (the data root is ``$MNISTLIB_DATA`` or ``data/``)."""
+    return config.data_root() / "my_digits"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled digit: its image file, and for a pad drawing the strokes it was drawn with."""
+
+    label: int
+    path: Path
+    source: str  #: "pad" (a drawing from the pad) or "file" (an image file added to the folder)
+    strokes: list | None = field(default=None, repr=False, compare=False)
+
+
+def label_from_name(relative: str | Path) -> int | None:
+    """The label of an added image: the nearest folder named 0–9, else the one lone digit in the file
+    name (``7.png``, ``7_mine.jpg``, ``scan-7.png``); None when there is none or more than one."""
+    relative = Path(relative)
+    for part in reversed(relative.parent.parts):
+        if re.fullmatch(r"[0-9]", part):
+            return int(part)
+    found = set(_LONE_DIGIT.findall(relative.stem))
+    return int(found.pop()) if len(found) == 1 else None
+
+
+def _check_strokes(strokes: Any) -> list[list[list[float]]]:
+    """Strokes as JSON-ready lists of [x, y] (one decimal), or ValueError saying what is wrong."""
+    if not isinstance(strokes, list) or not strokes:
+        raise ValueError("no strokes")
+    out = []
+    for stroke in strokes:
+        if not isinstance(stroke, list) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p)
+            for p in stroke
+        ):
+            raise ValueError("a stroke is not a list of [x, y] numbers")
+        out.append([[round(float(x), 1), round(float(y), 1)] for x, y in stroke
+                    if math.isfinite(x) and math.isfinite(y)])  # a glitchy NaN point is dropped
+    return out
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _is_image(path: Path) -> bool:
+    """True when Pillow recognises the file as an image (reads the header only)."""
+    try:
+        with Image.open(path) as img:
+            return bool(img.format)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+        return False
+
+
+class HandwritingStore:
+    """The folder of your labelled digits: save pad drawings, undo the last one, list every sample."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder).expanduser() if folder is not None else default_folder()
+        self.manifest = self.folder / MANIFEST
+
+    def __repr__(self) -> str:
+        return f"HandwritingStore({str(self.folder)!r})"
+
+    # ---- the manifest -----------------------------------------------------------------------
+    def _lines(self) -> list[str]:
+        try:
+            return self.manifest.read_text(encoding="utf-8", errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
+
+    def _parse(self, line: str) -> Sample:
+        """A manifest line → its Sample, or ValueError saying why the line cannot be used."""
+        entry = json.loads(line)
+        if not isinstance(entry, dict):
+            raise ValueError("not a JSON object")
+        label, file = entry.get("label"), entry.get("file")
+        if type(label) is not int or not 0 <= label <= 9:
+            raise ValueError(f"label {label!r} is not a digit 0–9")
+        if not isinstance(file, str) or not re.fullmatch(rf"{DRAWINGS}/[\w.-]+\.png", file):
+            raise ValueError(f"file {file!r} is not a PNG in {DRAWINGS}/")
+        path = self.folder / file
+        if not path.is_file():
+            raise ValueError(f"its image {file} is missing")
+        return Sample(label, path, "pad", _check_strokes(entry.get("strokes")))
+
+    def _entries(self) -> list[tuple[int, Sample | None]]:
+        """(line number, Sample or None when damaged) for every non-blank manifest line."""
+        out = []
+        for number, line in enumerate(self._lines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append((number, self._parse(line)))
+            except ValueError as exc:  # JSONDecodeError is a ValueError
+                out.append((number, None))
+                _skip(f"{self.manifest.name} line {number} is damaged ({exc}): skipped")
+        return out
+
+    def drawings(self) -> list[Sample]:
+        """The pad drawings in the order they were saved (damaged lines reported and skipped)."""
+        return [s for _, s in self._entries() if s is not None]
+
+    def _next_number(self) -> int:
+        used = [int(m.group(1)) for m in (re.match(r"(\d+)_", p.name) for p in (self.folder / DRAWINGS).glob("*"))
+                if m]
+        return max(used, default=0) + 1
+
+    def add_drawing(self, strokes: StrokeList | Strokes, label: int, *, size: int = 280,
+                    brush: float = 20.0) -> Sample:
+        """Save a drawing with its label: the PNG first, then the manifest line (each atomically)."""
+        if type(label) is not int or not 0 <= label <= 9:
+            raise ValueError(f"label must be a digit 0–9, got {label!r}")
+        plain = _check_strokes([[list(p) for p in s] for s in strokes])
+        (self.folder / DRAWINGS).mkdir(parents=True, exist_ok=True)
+        name = f"{DRAWINGS}/{self._next_number():05d}_{label}.png"
+        write_bytes(self.folder / name, _png(255 - rasterize(plain, size, brush)))  # black on white
+        entry = {"file": name, "label": label, "size": int(size), "brush": float(brush),
+                 "saved": _dt.datetime.now().isoformat(timespec="seconds"), "strokes": plain}
+        text = "".join(line + "\n" for line in self._lines())
+        write_bytes(self.manifest, (text + json.dumps(entry) + "\n").encode("utf-8"))
+        return Sample(label, self.folder / name, "pad", plain)
+
+    def remove_last(self) -> Sample | None:
+        """Remove the newest pad drawing (its manifest line, then its PNG); None when there is none."""
+        entries = [(n, s) for n, s in self._entries() if s is not None]
+        if not entries:
+            return None
+        number, sample = entries[-1]
+        lines = self._lines()
+        del lines[number - 1]
+        write_bytes(self.manifest, "".join(line + "\n" for line in lines).encode("utf-8"))
+        sample.path.unlink(missing_ok=True)
+        return sample
+
+    # ---- added image files ------------------------------------------------------------------
+    def image_files(self) -> list[Sample]:
+        """Images added to the folder (labelled by folder or file name); others reported and skipped."""
+        if not self.folder.is_dir():
+            return []
+        out = []
+        for path in sorted(self.folder.rglob("*")):
+            rel = path.relative_to(self.folder)
+            if (not path.is_file() or rel.parts[0] == DRAWINGS or rel == Path(MANIFEST)
+                    or any(part.startswith(".") for part in rel.parts)):
+                continue  # the pad's own files, and hidden ones (temporary files among them)
+            if not _is_image(path):
+                _skip(f"{rel} is not an image file: skipped")
+                continue
+            label = label_from_name(rel)
+            if label is None:
+                _skip(f"{rel} has no label: name it like 7_name.png or put it in a folder named 7; skipped")
+                continue
+            out.append(Sample(label, path, "file"))
+        return out
+
+    def samples(self) -> list[Sample]:
+        """Every sample: the pad drawings, then the added image files."""
+        return self.drawings() + self.image_files()
+
+    def counts(self) -> list[int]:
+        """How many samples of each digit 0–9."""
+        counts = [0] * 10
+        for s in self.samples():
+            counts[s.label] += 1
+        return counts
+
+    def next_digit(self) -> int:
+        """The digit to draw next to keep the set balanced: the rarest one (lowest first on ties)."""
+        counts = self.counts()
+        return counts.index(min(counts))
+
+
+class HandwritingDataset(Dataset):
+    """The folder's digits served like torchvision's MNIST: ``(image, label)`` pairs.
+
+    Each image goes through :func:`~mnistlib.drawing.prepare_digit` once, when the dataset is made;
+    images it cannot read are reported and listed in ``skipped``. Without ``transform`` an item is
+    the float tensor [1, 28, 28] normalised with ``mean``/``std`` — exactly what
+    :func:`~mnistlib.drawing.preprocess` gives. With ``transform`` (e.g. a torchvision pipeline
+    made for MNIST), it gets the 28×28 8-bit Pillow image, as torchvision's MNIST gives it.
+    """
+
+    def __init__(self, folder: str | Path | HandwritingStore | None = None, *, mean: float | None = None,
+                 std: float | None = None, transform: Callable | None = None,
+                 target_transform: Callable | None = None, samples: Sequence[Sample] | None = None) -> None:
+        if transform is None and (mean is None or std is None):
+            raise ValueError("give mean= and std= (the model's normalisation), or a transform")
+        self.store = folder if isinstance(folder, HandwritingStore) else HandwritingStore(folder)
+        self.mean, self.std = mean, std
+        self.transform, self.target_transform = transform, target_transform
+        self.samples: list[Sample] = []
+        self.skipped: list[tuple[Path, str]] = []
+        images = []
+        for sample in self.store.samples() if samples is None else samples:
+            try:
+                images.append(prepare_digit(sample.path))
+            except DrawingError as exc:
+                self.skipped.append((sample.path, str(exc)))
+                _skip(f"{sample.path.name}: {exc} Skipped.")
+                continue
+            self.samples.append(sample)
+        self.images = np.stack(images) if images else np.zeros((0, 28, 28), np.float32)
+        self.targets = torch.tensor([s.label for s in self.samples], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is None:
+            x = ((torch.from_numpy(image) - float(self.mean)) / float(self.std)).reshape(1, 28, 28)
+        else:
+            x = self.transform(Image.fromarray(np.uint8(np.round(image * 255)), mode="L"))
+        label = int(self.targets[index])
+        return x, (self.target_transform(label) if self.target_transform else label)
+
+    def uint8_images(self) -> torch.Tensor:
+        """All images as uint8 [N, 28, 28] (ink 255), the form MNIST's own tensors take."""
+        return torch.from_numpy(np.uint8(np.round(self.images * 255)))
+
+
+def stratified_split(labels: Sequence[int] | torch.Tensor, held_out: float = 0.3,
+                     seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (fine-tune, held out): the same fraction of every digit held out, chosen at random
+    with ``seed``; a digit with at least two samples keeps one on each side."""
+    if not 0 <= held_out < 1:
+        raise ValueError(f"held_out is a fraction in [0, 1), got {held_out}")
+    labels = [int(v) for v in labels]
+    rng = np.random.default_rng(seed)
+    tune, held = [], []
+    for digit in sorted(set(labels)):
+        idx = [i for i, v in enumerate(labels) if v == digit]
+        rng.shuffle(idx)
+        k = math.floor(len(idx) * held_out + 0.5)
+        if len(idx) >= 2 and held_out > 0:
+            k = min(max(k, 1), len(idx) - 1)
+        held += idx[:k]
+        tune += idx[k:]
+    return sorted(tune), sorted(held)
