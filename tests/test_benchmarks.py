@@ -82,6 +82,16 @@ def test_missing_figures_say_which_script_measures_them(tmp_path: Path) -> None:
         results.figures("record", {"export": {}})
 
 
+def test_another_results_file_can_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed mnistlib has no checkout beside it: MNISTLIB_RESULTS points at the file."""
+    (tmp_path / "r.json").write_text('{"export": {"rows": []}}')
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "r.json"))
+    assert results.load() == {"export": {"rows": []}}
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path / "missing.json"))
+    with pytest.raises(results.ResultsMissingError, match="MNISTLIB_RESULTS"):
+        results.load()
+
+
 def test_render_blocks_rewrites_only_what_is_between_the_markers() -> None:
     figures = {"inference": {"rows": [{"model": "m", "parameters": 1234, "batch_1": 10.0, "batch_1000": 2000.0}],
                              "conditions": {"command": "python benchmarks/benchmark.py", "date": "today"}}}

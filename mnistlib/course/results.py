@@ -8,6 +8,7 @@ it (``show("time_to_99")``), so no number is ever typed twice — or typed at al
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 from collections.abc import Callable, Sequence
@@ -17,10 +18,13 @@ from mnistlib.compare import Row, recipe_table
 from mnistlib.config import REPO_ROOT
 from mnistlib.tables import markdown_table
 
-__all__ = ["RESULTS_PATH", "ResultsMissingError", "load", "figures", "table", "show", "spread", "render_blocks"]
+__all__ = ["RESULTS_PATH", "RESULTS_ENV", "ResultsMissingError", "load", "figures", "table", "show", "spread",
+           "render_blocks"]
 
-#: Where the benchmarks write their figures (in a checkout of the repository).
+#: Where the benchmarks write their figures: ``benchmarks/results.json`` of the checkout mnistlib runs from.
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results.json"
+#: Another results file (an installed mnistlib has no checkout beside it): ``MNISTLIB_RESULTS=path``.
+RESULTS_ENV = "MNISTLIB_RESULTS"
 
 #: The script (and options) that measures each key, for error messages.
 SOURCES = {"seed_recipes": "seed_recipes.py", "throughput": "benchmark.py", "time_to_99": "benchmark.py",
@@ -35,11 +39,12 @@ class ResultsMissingError(LookupError):
 
 def load(path: str | Path | None = None) -> dict:
     """Every measured figure, as the dict stored in ``results.json``."""
-    path = Path(path) if path is not None else RESULTS_PATH
+    path = Path(path or os.environ.get(RESULTS_ENV) or RESULTS_PATH)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ResultsMissingError(f"no results file at {path}: the scripts in benchmarks/ write it") from None
+        raise ResultsMissingError(f"no results file at {path}: the scripts in a checkout's benchmarks/ write it "
+                                  f"(set {RESULTS_ENV} to read another file)") from None
 
 
 def figures(key: str, results: dict | None = None) -> dict:
