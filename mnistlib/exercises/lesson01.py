@@ -270,7 +270,7 @@ QUIZ = (
         ),
         1,
         (
-            "The seed projects typed them in; the lesson computes them, so they stay right for other data.",
+            "The source projects typed them in; the lesson computes them, so they stay right for other data.",
             "Only the images we learn from: the test set must not influence the model in any way.",
             "Using test images would leak information about the test set into the model.",
             "That is what BatchNorm does inside a network; input normalisation uses fixed constants.",
