@@ -200,7 +200,7 @@ def _pooled_size(size: int, kernel: int, padding: int = 0) -> int:
 
 
 class ClassicBN(MNISTNet):
-    """The classic CNN with BatchNorm: conv 5×5 → pool → BN → ReLU twice, FC → ``hidden`` → 10, no dropout.
+    """The classic CNN with BatchNorm: conv 5×5 → pool → BN → ReLU twice, FC → hidden → 10, no dropout.
 
     ``c1``, ``c2``: filters of the two convs (10 and 20 as in the classic net); ``kernel2``: size
     of the second conv (5 as in the classic net); ``hidden``: units of the first fully connected

@@ -85,7 +85,7 @@ def check_receptive_field(answer: object) -> str:
 def _two_ints(answer: object) -> tuple[int, int]:
     """``answer`` as a pair of whole numbers, or :class:`Wrong`."""
     if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise Wrong("give two numbers in brackets: (linear_params, conv_params).")
+        raise Wrong("give two numbers in brackets: (the Linear layer's parameters, the conv layer's).")
     return need_int(answer[0]), need_int(answer[1])
 
 
@@ -189,13 +189,13 @@ EXERCISES = (
         prompt_md=(
             "Both layers below look at a whole 28×28 image and make 32 outputs: `nn.Linear(784, 32)` (the small "
             "MLP's first layer, on the flattened pixels) and `nn.Conv2d(1, 32, kernel_size=3)` (32 filters of "
-            "3×3). How many parameters does each have? Count by hand, then give `(linear_params, conv_params)`."
+            "3×3). How many parameters does each have? Count by hand, then give both, the Linear layer's first."
         ),
-        starter="weight_counts = ...  # (linear_params, conv_params): two whole numbers",
+        starter="weight_counts = ...  # (Linear parameters, Conv2d parameters): two whole numbers",
         solution=(
-            "linear_params = 784 * 32 + 32  # one weight per pixel for each unit, and a bias each\n"
-            "conv_params = 32 * (1 * 3 * 3) + 32  # one 3×3 filter per output channel, and a bias each\n"
-            "weight_counts = (linear_params, conv_params)\n"
+            "linear_count = 784 * 32 + 32  # one weight per pixel for each unit, and a bias each\n"
+            "conv_count = 32 * (1 * 3 * 3) + 32  # one 3×3 filter per output channel, and a bias each\n"
+            "weight_counts = (linear_count, conv_count)\n"
             "weight_counts"
         ),
         wrong=(
