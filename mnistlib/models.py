@@ -139,9 +139,10 @@ class OneByOneNet(MNISTNet):
 
     24,210 parameters, as its write-up's torchsummary table says. Its write-up calls the 1×1 convs
     "squeeze" and "refine" layers, but no ReLU follows them: each is a linear map that folds into the
-    next convolution (or the Linear layer), so they change the parameter count, not what the net can
-    compute. The write-up ends in LogSoftmax; we return the logits (``CrossEntropyLoss`` = LogSoftmax
-    + ``NLLLoss``, so training is the same).
+    next convolution (exactly away from the zero-padded border) or into the Linear layer. They add
+    nothing a single layer could not compute; the 16 → 8 one even restricts the 3×3 conv after it to
+    filters of rank ≤ 8 (lesson 02 measures both). The write-up ends in LogSoftmax; we return the
+    logits (``CrossEntropyLoss`` = LogSoftmax + ``NLLLoss``, so training is the same).
     """
 
     def __init__(self) -> None:
@@ -153,7 +154,7 @@ class OneByOneNet(MNISTNet):
             nn.Conv2d(8, 16, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),  # 14 → 7
-            nn.Conv2d(16, 8, kernel_size=1),  # fewer channels (no ReLU after: linear, folds into the next conv)
+            nn.Conv2d(16, 8, kernel_size=1),  # fewer channels, no ReLU after: a linear bottleneck before the 3×3
             nn.Conv2d(8, 16, kernel_size=3, padding=1),
             nn.ReLU(),
             nn.Conv2d(16, 16, kernel_size=1),  # the write-up's "refine": linear too
@@ -199,7 +200,7 @@ def _pooled_size(size: int, kernel: int, padding: int = 0) -> int:
 
 
 class ClassicBN(MNISTNet):
-    """The classic CNN with BatchNorm: conv 5×5 → pool → BN → ReLU twice, FC → ``hidden`` → 10, no dropout.
+    """The classic CNN with BatchNorm: conv 5×5 → pool → BN → ReLU twice, FC → hidden → 10, no dropout.
 
     ``c1``, ``c2``: filters of the two convs (10 and 20 as in the classic net); ``kernel2``: size
     of the second conv (5 as in the classic net); ``hidden``: units of the first fully connected

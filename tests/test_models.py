@@ -277,3 +277,23 @@ def test_lesson_06_variants_keep_the_shape_and_change_one_thing() -> None:
     assert count_parameters(fc) - count_parameters(get_model("record")) == (24 * 49 - 24) * 10
     with pytest.raises(ValueError, match="head"):
         get_model("record", head="mlp")
+
+
+def test_one_by_one_bottleneck_folds_into_the_next_conv_but_restricts_it() -> None:
+    """The 16 → 8 1×1 conv (no ReLU) and the 8 → 16 3×3 after it are one 3×3 conv away from the padded
+    border, and that folded conv's filters have rank ≤ 8: fewer functions, not more (lesson 02)."""
+    torch.manual_seed(0)
+    squeeze, conv3 = get_model("one-by-one").features[6:8]
+    assert (squeeze.kernel_size, squeeze.in_channels, squeeze.out_channels) == ((1, 1), 16, 8)
+    assert (conv3.kernel_size, conv3.padding, conv3.in_channels) == ((3, 3), (1, 1), 8)
+    weight = torch.einsum("omuv,mi->oiuv", conv3.weight, squeeze.weight[:, :, 0, 0])
+    bias = conv3.bias + torch.einsum("omuv,m->o", conv3.weight, squeeze.bias)
+    with torch.no_grad():
+        x = torch.randn(2, 16, 7, 7)
+        gap = (conv3(squeeze(x)) - F.conv2d(x, weight, bias, padding=1)).abs()
+    assert gap[..., 1:-1, 1:-1].max() < 1e-5  # inside: exactly one conv
+    assert gap.max() > 1e-3  # the border: zero padding of the 1×1's output is not the 1×1 of zero input
+    as_matrix = weight.detach().permute(0, 2, 3, 1).reshape(-1, 16)  # [c_out·k·k, c_in]
+    assert int(torch.linalg.matrix_rank(as_matrix)) == 8
+    full = nn.Conv2d(16, 16, 3).weight.detach().permute(0, 2, 3, 1).reshape(-1, 16)
+    assert int(torch.linalg.matrix_rank(full)) == 16

@@ -11,7 +11,7 @@ from mnistlib.course.quiz import Question as Q
 from .core import Exercise, LessonMaterial, Wrong, WrongAnswer, checker, close, need_callable, need_int
 
 TRAIN, VAL, BATCH = 60_000, 5_000, 128
-MEAN, STD = 0.1307, 0.3081
+MEAN, STD = 0.1306, 0.3081  # the training split's constants, as the lesson prints them
 
 
 @checker("batches per epoch")
@@ -129,14 +129,14 @@ EXERCISES = (
         title="A blank pixel after normalisation",
         level=1,
         prompt_md=(
-            "Normalisation maps a pixel `x` in 0–1 to `(x − mean) / std` with mean 0.1307 and std 0.3081. "
+            "Normalisation maps a pixel `x` in 0–1 to `(x − mean) / std` with the lesson's constants, mean 0.1306 and std 0.3081. "
             "What does blank paper (`x = 0`) become? Predict the sign before you compute."
         ),
         starter="blank_after = ...  # a number",
-        solution="blank_after = (0 - 0.1307) / 0.3081\nblank_after",
+        solution="blank_after = (0 - 0.1306) / 0.3081\nblank_after",
         wrong=(
-            WrongAnswer("blank_after = 0.1307 / 0.3081", "sign"),
-            WrongAnswer("blank_after = -0.1307", "divide by the standard deviation"),
+            WrongAnswer("blank_after = 0.1306 / 0.3081", "sign"),
+            WrongAnswer("blank_after = -0.1306", "divide by the standard deviation"),
         ),
         answer="blank_after",
         check=check_blank_pixel,
@@ -255,7 +255,7 @@ QUIZ = (
         0,
         (
             "Every choice made by looking at a set fits the model a little to it; the test set must stay unseen.",
-            "Memory is not the reason: all 60,000 images take 47 MB.",
+            "Memory is not the reason: all 60,000 images take 44.9 MiB, as the lesson printed.",
             "Validation images come from the training set and are used for choices, not for the final report.",
             "The split is random: validation images are as easy or hard as the rest.",
         ),
@@ -270,7 +270,7 @@ QUIZ = (
         ),
         1,
         (
-            "The seed projects typed them in; the lesson computes them, so they stay right for other data.",
+            "The source projects typed them in; the lesson computes them, so they stay right for other data.",
             "Only the images we learn from: the test set must not influence the model in any way.",
             "Using test images would leak information about the test set into the model.",
             "That is what BatchNorm does inside a network; input normalisation uses fixed constants.",

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mnistlib.architecture import conv_output_size, flattened_size, trace_layers
+from mnistlib.architecture import conv_output_size, trace_layers
 from mnistlib.course.quiz import Question as Q
-from mnistlib.models import count_parameters, get_model
+from mnistlib.models import count_parameters
 
 from .core import Exercise, LessonMaterial, Wrong, WrongAnswer, checker, need_callable, need_int
 
@@ -56,25 +58,6 @@ def check_conv_params(answer: object) -> str:
     raise Wrong("count the weights of one filter (in_channels × k × k), add its bias, times the number of filters.")
 
 
-def _broken_classic() -> nn.Module:
-    model = get_model("classic")
-    model.features[3] = nn.Conv2d(10, 20, kernel_size=3)
-    return model
-
-
-@checker("numbers that reach Flatten after a change")
-def check_flatten_after_change(answer: object) -> str:
-    n = need_int(answer)
-    right = flattened_size(_broken_classic().features)
-    if n == right:
-        return "so the first Linear layer must now expect that many inputs (flattened_size measures it)."
-    if n == 320:
-        raise Wrong("that is the unchanged net: a 3×3 kernel shrinks the maps less than a 5×5.")
-    if n == 20 * 10 * 10:
-        raise Wrong("don't forget the second pooling layer after that conv.")
-    raise Wrong("follow the side through conv 5 → pool 2 → conv 3 → pool 2, then multiply by the 20 channels.")
-
-
 def _reference_rf(layers: Sequence[tuple[int, int]]) -> int:
     convs = [nn.Conv2d(1, 1, kernel_size=k, stride=s) for k, s in layers]
     return trace_layers(nn.Sequential(*convs), (1, 128, 128))[-1].receptive_field
@@ -97,6 +80,65 @@ def check_receptive_field(answer: object) -> str:
                 )
             raise Wrong(f"for {stack} the field is not {got}: start at 1 with jump 1 and walk the layers in order.")
     return "the same rule as mnistlib.architecture.trace_layers."
+
+
+def _two_ints(answer: object) -> tuple[int, int]:
+    """``answer`` as a pair of whole numbers, or :class:`Wrong`."""
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        raise Wrong("give two numbers in brackets: (the Linear layer's parameters, the conv layer's).")
+    return need_int(answer[0]), need_int(answer[1])
+
+
+@checker("weight sharing in two numbers")
+def check_weight_sharing(answer: object) -> str:
+    linear, conv = _two_ints(answer)
+    right = (count_parameters(nn.Linear(28 * 28, 32)), count_parameters(nn.Conv2d(1, 32, kernel_size=3)))
+    if (linear, conv) == right:
+        return ("the conv layer's few weights are used at every one of its 26 × 26 positions; each of the Linear "
+                "layer's is used once, for one pixel.")
+    if (conv, linear) == right:
+        raise Wrong("the right numbers in the wrong order: the Linear layer first, then the conv.")
+    if (linear, conv) == (28 * 28 * 32, 32 * 3 * 3):
+        raise Wrong("close: each of the 32 outputs (Linear units or conv filters) also has one bias.")
+    if linear == right[0]:
+        raise Wrong("the Linear layer is right; a conv filter has k × k weights per input channel, whatever the "
+                    "image size.")
+    if conv == right[1]:
+        raise Wrong("the conv is right; the Linear layer has one weight per input pixel for each of its 32 units.")
+    raise Wrong("Linear: in × out weights + out biases. Conv2d: out × (in × k × k) weights + out biases.")
+
+
+def _reference_conv(x: torch.Tensor, w: torch.Tensor, stride: int) -> torch.Tensor:
+    return F.conv2d(x[None, None], w[None, None], stride=stride)[0, 0]
+
+
+#: (image height, width, kernel, stride): non-square images catch swapped axes, strides 1–3 the size rule.
+CONV_CASES = ((8, 8, 3, 1), (9, 7, 3, 2), (12, 10, 5, 3), (28, 28, 5, 2))
+
+
+@checker("a strided convolution by hand")
+def check_conv_stride(answer: object) -> str:
+    fn = need_callable(answer)
+    gen = torch.Generator().manual_seed(2)
+    for height, width, k, stride in CONV_CASES:
+        x, w = torch.randn(height, width, generator=gen), torch.randn(k, k, generator=gen)
+        right = _reference_conv(x, w, stride)
+        got = torch.as_tensor(fn(x.clone(), w.clone(), stride)).float()
+        case = f"a {height}×{width} image, a {k}×{k} filter and stride {stride}"
+        if got.shape != right.shape:
+            if got.shape == _reference_conv(x, w, 1).shape and stride > 1:
+                raise Wrong(f"for {case} the map has the size of stride 1: move the window `stride` pixels "
+                            "at a time, so fewer positions fit.")
+            raise Wrong(f"for {case} the map should be {tuple(right.shape)}, not {tuple(got.shape)}: "
+                        "(in − k) / s + 1 positions along each axis, rounded down.")
+        if torch.allclose(got, _reference_conv(x, w.flip(0, 1), stride), atol=1e-4) and not torch.allclose(
+                got, right, atol=1e-4):
+            raise Wrong("you flipped the filter (the textbook convolution); PyTorch's Conv2d does not flip it: "
+                        "out[i, j] sums w[u, v] · x[i·s + u, j·s + v].")
+        if not torch.allclose(got, right, atol=1e-4):
+            raise Wrong(f"for {case} some values differ from F.conv2d: the window for output (i, j) starts at "
+                        "row i·s, column j·s.")
+    return "the same as F.conv2d with stride=s: a stride just skips positions."
 
 
 EXERCISES = (
@@ -141,6 +183,30 @@ EXERCISES = (
         check=check_padding_same,
     ),
     Exercise(
+        key="weight_sharing",
+        title="Weight sharing in two numbers",
+        level=1,
+        prompt_md=(
+            "Both layers below look at a whole 28×28 image and make 32 outputs: `nn.Linear(784, 32)` (the small "
+            "MLP's first layer, on the flattened pixels) and `nn.Conv2d(1, 32, kernel_size=3)` (32 filters of "
+            "3×3). How many parameters does each have? Count by hand, then give both, the Linear layer's first."
+        ),
+        starter="weight_counts = ...  # (Linear parameters, Conv2d parameters): two whole numbers",
+        solution=(
+            "linear_count = 784 * 32 + 32  # one weight per pixel for each unit, and a bias each\n"
+            "conv_count = 32 * (1 * 3 * 3) + 32  # one 3×3 filter per output channel, and a bias each\n"
+            "weight_counts = (linear_count, conv_count)\n"
+            "weight_counts"
+        ),
+        wrong=(
+            WrongAnswer("weight_counts = (784 * 32, 32 * 9)", "bias"),
+            WrongAnswer("weight_counts = (320, 784 * 32 + 32)", "wrong order"),
+            WrongAnswer("weight_counts = (784 * 32 + 32, 32 * 784 * 9 + 32)", "whatever the image size"),
+        ),
+        answer="weight_counts",
+        check=check_weight_sharing,
+    ),
+    Exercise(
         key="conv_params",
         title="Parameters of one conv layer",
         level=2,
@@ -153,28 +219,6 @@ EXERCISES = (
         wrong=(WrongAnswer("conv_params = 20 * 10 * 5 * 5", "bias"), WrongAnswer("conv_params = 520", "all 10 input")),
         answer="conv_params",
         check=check_conv_params,
-    ),
-    Exercise(
-        key="flatten_after_change",
-        title="Break it on paper first",
-        level=2,
-        prompt_md=(
-            "In the lesson's *Break it* section the classic net's second conv gets another kernel size. With "
-            "`kernel_size=3` there (everything else unchanged), how many numbers per image reach `Flatten`? "
-            "Compute it by hand; `flattened_size` in the lesson measures it."
-        ),
-        starter="flat = ...  # a whole number",
-        solution=(
-            "side = 28 - 5 + 1  # conv 5×5: 24\n"
-            "side = side // 2  # pool: 12\n"
-            "side = side - 3 + 1  # conv 3×3: 10\n"
-            "side = side // 2  # pool: 5\n"
-            "flat = 20 * side * side\n"
-            "flat"
-        ),
-        wrong=(WrongAnswer("flat = 320", "unchanged"), WrongAnswer("flat = 20 * 10 * 10", "second pooling")),
-        answer="flat",
-        check=check_flatten_after_change,
     ),
     Exercise(
         key="receptive_field",
@@ -208,6 +252,64 @@ EXERCISES = (
         ),
         answer="receptive_field",
         check=check_receptive_field,
+    ),
+    Exercise(
+        key="conv_stride",
+        title="A strided convolution by hand",
+        level=3,
+        prompt_md=(
+            "Write `conv_stride(x, w, stride)`: `x` is one image `[H, W]`, `w` one filter `[k, k]`; return the "
+            "output map of `F.conv2d` with that `stride`, no padding and no bias — without calling `F.conv2d`. "
+            "Start from the lesson's loops: with stride `s` the window for output `(i, j)` starts at row `i·s`, "
+            "column `j·s`. The check compares with `F.conv2d` on random images, some of them not square."
+        ),
+        starter=(
+            "def conv_stride(x, w, stride):\n"
+            '    """Output map of F.conv2d(x, w, stride=stride) for one image [H, W] and one filter [k, k]."""\n'
+            "    raise NotImplementedError  # your code here"
+        ),
+        solution=(
+            "import torch\n\n\n"
+            "def conv_stride(x, w, stride):\n"
+            '    """Output map of F.conv2d(x, w, stride=stride) for one image [H, W] and one filter [k, k]."""\n'
+            "    k = w.shape[0]\n"
+            "    rows = (x.shape[0] - k) // stride + 1\n"
+            "    cols = (x.shape[1] - k) // stride + 1\n"
+            "    out = torch.zeros(rows, cols)\n"
+            "    for i in range(rows):\n"
+            "        for j in range(cols):\n"
+            "            patch = x[i * stride : i * stride + k, j * stride : j * stride + k]\n"
+            "            out[i, j] = (patch * w).sum()\n"
+            "    return out"
+        ),
+        wrong=(
+            WrongAnswer(
+                "import torch.nn.functional as F\n\n"
+                "def conv_stride(x, w, stride):\n"
+                "    return F.conv2d(x[None, None], w.flip(0, 1)[None, None], stride=stride)[0, 0]",
+                "flipped",
+            ),
+            WrongAnswer(
+                "import torch.nn.functional as F\n\n"
+                "def conv_stride(x, w, stride):\n"
+                "    return F.conv2d(x[None, None], w[None, None])[0, 0]",
+                "size of stride 1",
+            ),
+            WrongAnswer(
+                "import torch\n\n"
+                "def conv_stride(x, w, stride):\n"
+                "    k = w.shape[0]\n"
+                "    rows, cols = (x.shape[0] - k) // stride + 1, (x.shape[1] - k) // stride + 1\n"
+                "    out = torch.zeros(rows, cols)\n"
+                "    for i in range(rows):\n"
+                "        for j in range(cols):\n"
+                "            out[i, j] = (x[i : i + k, j : j + k] * w).sum()\n"
+                "    return out",
+                "starts at",
+            ),
+        ),
+        answer="conv_stride",
+        check=check_conv_stride,
     ),
 )
 
@@ -301,6 +403,39 @@ QUIZ = (
             "Measure C × H × W of the last feature maps (`flattened_size`) and use it as `in_features`.",
             "Linear layers have no padding.",
             "Shape errors happen before any learning.",
+        ),
+    ),
+    Q(
+        "In the 1×1-convolution net a 1×1 conv from 16 to 8 channels, with no ReLU after it, comes before a 3×3 "
+        "conv from 8 to 16. Compared with one 3×3 conv from 16 to 16 channels, the pair…",
+        (
+            "can compute more: it has two layers",
+            "has fewer parameters and can compute less: its filters see only 8 mixtures of the 16 channels",
+            "computes exactly the same functions with fewer parameters",
+            "computes exactly the same as its folded 3×3 conv, border included",
+        ),
+        1,
+        (
+            "Without a ReLU between them the two are one linear map: they fold into a single 3×3 conv.",
+            "The folded filters have rank at most 8: a bottleneck, not an extra layer of thinking.",
+            "Fewer parameters, yes, but not the same functions: a full 16 → 16 conv can use all 16 channel mixtures.",
+            "Not at the border: zero padding pads the 1×1's output there, which is not the 1×1 of a zero input.",
+        ),
+    ),
+    Q(
+        "Why train a linear model and a small MLP before a CNN, the same way on the same split?",
+        (
+            "They are always more accurate",
+            "To know what the convolutions add: a baseline shows how far the simplest models get",
+            "Because a CNN cannot be trained first",
+            "To choose the test set",
+        ),
+        1,
+        (
+            "They are the yardstick, not the winner: each pixel position gets its own weights.",
+            "Accuracy and parameters side by side, and the shift test, show what the convolutions buy.",
+            "Any registry model trains with the same loop; the order is about knowing what you gain.",
+            "The test set is never chosen or looked at here; baselines are compared on validation images.",
         ),
     ),
 )
