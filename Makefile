@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: lab test test-full setup lint clean-venv app
+.PHONY: lab test test-full setup lint clean-venv app screenshots
 
 setup: $(STAMP)
 
@@ -38,7 +38,20 @@ test: $(STAMP)
 # Every lesson at its full default settings, in order, from a fresh checkpoint folder, as a learner
 # runs them; the executed copies (and each lesson's seconds) land in build/executed/ for the book.
 test-full: $(STAMP)
-	TQDM_DISABLE=1 $(PY) tests/run_lessons.py --out build/executed
+	TQDM_DISABLE=1 $(PY) tests/run_lessons.py --out build/executed --checkpoints build/checkpoints
+
+# The pictures in README and lessons 05, 08 and 09, taken by the browser tests from lesson 03's own model
+# (the run `make test-full` left in build/checkpoints); each PNG names that model in a text field.
+SHOTS := notebooks/images
+screenshots: $(STAMP)
+	@model=$$($(PY) -c "from mnistlib.checkpoints import find_checkpoint; \
+	  print(find_checkpoint('lesson-03', 'build/checkpoints') or '')"); \
+	test -n "$$model" || { echo "No lesson-03 run in build/checkpoints/: run 'make test-full' first."; exit 1; }; \
+	MNISTLIB_SCREENSHOT_MODEL=$$model MNISTLIB_CHECKPOINTS=$(CURDIR)/build/checkpoints TQDM_DISABLE=1 \
+	MNISTLIB_PAD_SCREENSHOT=$(SHOTS)/pad.png MNISTLIB_COLLECT_SCREENSHOT=$(SHOTS)/collect.png \
+	MNISTLIB_APP_SCREENSHOT=$(SHOTS)/app.png MNISTLIB_WEBPAGE_SCREENSHOT=$(SHOTS)/webpage.png \
+	  $(PY) -m pytest tests/test_browser_pad.py tests/test_app_browser.py tests/test_webpage_browser.py -q \
+	  -p no:cacheprovider -k "not touch and not notebook_7"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -35,3 +35,43 @@ def draw(page, box: dict, strokes, size: int = 280) -> None:
         for x, y in points[1:]:
             page.mouse.move(x, y, steps=8)
         page.mouse.up()
+
+
+#: ``MNISTLIB_SCREENSHOT_MODEL=path``: the checkpoint the browser tests use when they keep screenshots for the
+#: README and the lessons (``make screenshots`` points it at lesson 03's run), so every picture shows that model.
+SCREENSHOT_MODEL_ENV = "MNISTLIB_SCREENSHOT_MODEL"
+#: The PNG text field that names the model a kept screenshot shows (a test checks the committed pictures).
+MODEL_FIELD = "mnistlib-model"
+
+
+def screenshot_model() -> Path | None:
+    """The checkpoint to show in kept screenshots, or None (each test then uses its own small model)."""
+    import os
+
+    value = os.environ.get(SCREENSHOT_MODEL_ENV)
+    return Path(value) if value else None
+
+
+def describe_model(path: Path) -> str:
+    """'best_model_….pth tag=lesson-03 val_acc=0.9921' for a checkpoint file."""
+    from mnistlib.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    return f"{path.name} tag={ckpt.hparams.get('tag', '')} val_acc={ckpt.best_val_acc or float('nan'):.4f}"
+
+
+def keep_screenshot(shot: Path, env: str, model: Path) -> None:
+    """Copy ``shot`` to the path in ``$env`` (if set), stamped with the model it shows."""
+    import os
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    keep = os.environ.get(env)
+    if not keep:
+        return
+    info = PngInfo()
+    info.add_text(MODEL_FIELD, describe_model(model))
+    Path(keep).parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(shot) as img:
+        img.save(keep, pnginfo=info)

@@ -23,8 +23,10 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import nbformat
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS
+from run_lessons import missing_figures
 
 pytestmark = pytest.mark.browser
 
@@ -56,7 +58,7 @@ def _execute_quick(tmp: Path) -> Path:
     insert_file(src / QUICK_LESSONS[1], 2)
     saved = dict(os.environ)
     os.environ.update(MNISTLIB_QUICK="1", MNISTLIB_DATA=str(data), MNISTLIB_CHECKPOINTS=str(tmp / "checkpoints"),
-                      TQDM_DISABLE="1", MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join(
+                      TQDM_DISABLE="1", PYTHONPATH=os.pathsep.join(
                           [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
     try:
         for name in QUICK_LESSONS:
@@ -147,8 +149,15 @@ def test_every_lesson_page_renders_with_figures_no_errors_and_folded_answers(boo
         try:
             assert lesson.title.split(":")[0] in page.locator("article h1").first.inner_text()
             assert page.locator(".jp-Cell").count() > 5, "the notebook's cells are not on the page"
+            assert missing_figures(nbformat.read(lesson.path, as_version=4)) == [], "a cell lost its figure"
             images = page.locator(".jupyter-wrapper img")
             assert images.count() >= _png_outputs(lesson.path), "a figure is missing"
+            wrapping = page.locator(".jp-OutputArea-output pre").evaluate_all(
+                "els => els.filter(e => getComputedStyle(e).whiteSpace !== 'pre').length")
+            assert wrapping == 0, "text outputs must scroll, not wrap (aligned tables break)"
+            tables = page.locator(".jp-OutputArea-output table, .jp-RenderedMarkdown table").evaluate_all(
+                "els => els.filter(e => getComputedStyle(e).overflowX !== 'auto').length")
+            assert tables == 0, "a wide table must scroll inside the page"
             sizes = images.evaluate_all("els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
             assert all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
             errors = page.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"]')

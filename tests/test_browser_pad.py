@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port
+from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, screenshot_model
 from PIL import Image
 
 from mnistlib.strokes import example_strokes, rasterize
@@ -141,7 +141,7 @@ def lab(tmp_path_factory):
         (settings / rel).write_text(json.dumps(values))
     checkpoints = tmp / "checkpoints"
     checkpoints.mkdir()
-    source = newest_checkpoint()
+    source = screenshot_model() or newest_checkpoint()
     data = find_data()
     if source is not None:  # a trained model is there: reuse it rather than train a quick one
         shutil.copy(source, checkpoints / source.name)
@@ -298,10 +298,8 @@ def test_draw_a_one_and_a_seven_in_jupyterlab(lab, tmp_path) -> None:
                 shot = tmp_path / f"pad-{digit}.png"
                 pad.screenshot(path=str(shot))
                 assert shot.stat().st_size > 5000
-            keep = os.environ.get("MNISTLIB_PAD_SCREENSHOT")
-            if keep:
-                Path(keep).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(tmp_path / "pad-7.png", keep)
+            if screenshot_model():
+                keep_screenshot(tmp_path / "pad-7.png", "MNISTLIB_PAD_SCREENSHOT", screenshot_model())
         finally:
             browser.close()
 
@@ -349,13 +347,13 @@ def test_save_two_labelled_drawings(lab, tmp_path) -> None:
                 expect(prompt).to_contain_text(f"as a {digit}", timeout=PREDICTION_S * 1000)
                 expect(prediction).to_contain_text("Draw a digit", timeout=PREDICTION_S * 1000)  # cleared
             expect(pad.locator(".mnist-pad-counts")).to_contain_text("7: 1", timeout=PREDICTION_S * 1000)
-            keep = os.environ.get("MNISTLIB_COLLECT_SCREENSHOT")
-            if keep:  # lesson 08's picture: a third digit drawn, not yet saved
+            if os.environ.get("MNISTLIB_COLLECT_SCREENSHOT") and screenshot_model():  # lesson 08's picture:
+                # a third digit drawn, not yet saved
                 draw(page, pad.locator("canvas.mnist-pad-canvas").bounding_box(), example_strokes("7-bar"))
                 expect(prediction.locator(".mnist-pad-digit")).to_have_text("7", timeout=PREDICTION_S * 1000)
                 page.wait_for_timeout(1500)  # the bar's moves may still be on their way through the kernel
-                Path(keep).parent.mkdir(parents=True, exist_ok=True)
-                pad.screenshot(path=keep)
+                pad.screenshot(path=str(tmp_path / "collect.png"))
+                keep_screenshot(tmp_path / "collect.png", "MNISTLIB_COLLECT_SCREENSHOT", screenshot_model())
         finally:
             browser.close()
 

@@ -117,6 +117,56 @@ def test_full_run_checker_flags_a_lesson_that_loaded_another_model() -> None:
     assert wrong_models(lesson(bad)) == ["best_model_20261202_2.pth (no run tagged 'lesson-03': trained now)"]
 
 
+def test_full_run_checker_flags_a_figure_cell_without_its_figure() -> None:
+    """``make test-full`` fails when a cell that draws a figure shows none — counted from the source."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from run_lessons import missing_figures
+
+    png = new_output("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure size 640x480 with 1 Axes>"})
+    text_only = new_output("execute_result", data={"text/plain": "<Figure size 640x480 with 1 Axes>"})
+    cells = [
+        new_code_cell("fig, ax = plt.subplots()\nplt.show()", outputs=[png]),  # fine
+        new_code_cell("plt.show()"),  # Agg: nothing came out
+        new_code_cell("plot_history(run.history)", outputs=[text_only]),  # a returned figure, shown as text
+        new_code_cell("def plot_it(x):\n    return x"),  # defines a helper: draws nothing
+        new_code_cell("fig"),  # no plotting call in the source, but its output says it was a figure
+        new_code_cell("explorer.show()\nplt.show()", metadata={"tags": ["figure-in-widget"]}),  # in a widget
+    ]
+    cells[4].outputs = [text_only]
+    assert missing_figures(new_notebook(cells=cells)) == ["cell 1", "cell 2", "cell 4"]
+    assert nbformat.validate(new_notebook(cells=cells)) is None
+
+
+def test_full_run_checker_flags_machine_paths() -> None:
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from run_lessons import machine_paths
+
+    cell = new_code_cell("print(path)", outputs=[new_output("stream", text=f"saved {ROOT}/checkpoints/x.pth\nok\n")])
+    assert machine_paths(new_notebook(cells=[cell]), str(ROOT)) == [f"cell 0: saved {ROOT}/checkpoints/x.pth"]
+    assert machine_paths(new_notebook(cells=[cell]), "/elsewhere") == []
+
+
+def test_pictures_show_lesson_03s_model() -> None:
+    """README's and the lessons' screenshots were taken by the browser tests from lesson 03's own run
+    (``make screenshots``), not from some other model: each names the model it shows."""
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from browser import MODEL_FIELD
+
+    pictures = sorted((ROOT / "notebooks" / "images").glob("*.png"))
+    assert pictures
+    for picture in pictures:
+        with Image.open(picture) as img:
+            shows = img.text.get(MODEL_FIELD, "")
+        assert "tag=lesson-03 " in shows, f"{picture.name} shows {shows or 'an unnamed model'}: run make screenshots"
+
+
 def test_make_lab_allows_root_only_for_root() -> None:
     """Jupyter refuses to run as root without --allow-root (containers, cloud machines): make lab adds it."""
     if shutil.which("make") is None:

@@ -12,17 +12,15 @@ Set ``MNISTLIB_WEBPAGE_SCREENSHOT=path.png`` to keep the screenshot of the page 
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, screenshot_model
 from webpage_helpers import export_onnx, trained_checkpoint
 
 from mnistlib.apps.webpage import WebPageError, build_site
@@ -177,10 +175,8 @@ def test_a_one_and_a_seven_drawn_with_the_mouse(served, browser, tmp_path) -> No
         shot = tmp_path / "webpage.png"
         page.locator("main").screenshot(path=str(shot))
         assert shot.stat().st_size > 5000
-        if os.environ.get("MNISTLIB_WEBPAGE_SCREENSHOT"):
-            keep = Path(os.environ["MNISTLIB_WEBPAGE_SCREENSHOT"])
-            keep.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, keep)
+        if screenshot_model():
+            keep_screenshot(shot, "MNISTLIB_WEBPAGE_SCREENSHOT", screenshot_model())
         page.locator("#clear").click()
         expect(page.locator("#message")).to_have_text(EMPTY)
         expect(page.locator("#answer")).to_be_hidden()

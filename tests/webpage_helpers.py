@@ -45,11 +45,14 @@ def export_onnx(model: torch.nn.Module, path: Path) -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _checkpoint():
+    from browser import screenshot_model
     from conftest import find_data_root  # tests/conftest.py
 
     from mnistlib.checkpoints import latest_checkpoint
     from mnistlib.recipes import load_or_train
 
+    if screenshot_model() is not None:  # kept screenshots show lesson 03's model
+        return load_or_train(screenshot_model(), verbose=False)
     if latest_checkpoint() is None and find_data_root() is None:
         return None
     return load_or_train(verbose=False)

@@ -45,7 +45,9 @@ class CollectionPanel(widgets.VBox):
         self.counts = widgets.HTML()
         self.prompt = widgets.HTML()
         self.prompt.add_class("mnist-pad-prompt")
-        title = widgets.HTML(f"<small>Label and save (into {html.escape(str(store.folder))}):</small>")
+        where = html.escape(str(store.folder))  # the whole path on hover; the folder's name on screen
+        title = widgets.HTML(f'<small>Label and save (into <span title="{where}">{html.escape(store.folder.name)}/'
+                             "</span>):</small>")
         super().__init__([title, widgets.HBox(self.buttons), widgets.HBox([self.undo_button, self.counts]),
                           self.prompt])
         self.add_class("mnist-pad-collect")
