@@ -42,6 +42,7 @@ __all__ = [
     "ProgressBar",
     "PrintEpochs",
     "LiveCurves",
+    "LRFinder",
 ]
 
 
@@ -310,7 +311,15 @@ class PrintEpochs(Callback):
             print(f"Interrupted: returning the history of the {len(h)} completed epoch(s).", flush=True)
         for kind, path in (("best", h.best_path), ("final", h.final_path)):
             if path is not None:
-                print(f"{kind} checkpoint: {path}")
+                print(f"{kind} checkpoint: {_shown(path)}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` by name when it lies in the checkpoint folder (outputs carry no machine paths), else whole."""
+    try:
+        return f"{path.relative_to(config.checkpoint_dir())} (in checkpoint_dir())"
+    except ValueError:
+        return str(path)
 
 
 def in_notebook() -> bool:
@@ -376,3 +385,67 @@ def restore_callbacks(callbacks: Sequence[Any], states: dict[str, dict]) -> None
     for key, cb in zip(callback_keys(callbacks), callbacks, strict=True):
         if key in states and hasattr(cb, "load_state_dict"):
             cb.load_state_dict(states[key])
+
+
+class LRFinder(Callback):
+    """The learning-rate range test (Smith, 2017; fastai's ``lr_find``) as a callback.
+
+    From ``start_lr`` the rate grows by the same factor every batch, to ``end_lr`` after ``num_it``
+    batches; ``lrs`` and ``losses`` (each batch's loss, smoothed) record the run. It stops once the
+    smoothed loss passes 4× its lowest value, and gives the model and optimizer back their state.
+    """
+
+    order = 10
+
+    def __init__(self, start_lr: float = 1e-7, end_lr: float = 10.0, num_it: int = 100, beta: float = 0.9) -> None:
+        if not 0 < start_lr < end_lr or num_it < 2 or not 0 <= beta < 1:
+            raise ValueError("need 0 < start_lr < end_lr, num_it ≥ 2 and 0 ≤ beta < 1")
+        self.start_lr, self.end_lr, self.num_it, self.beta = start_lr, end_lr, num_it, beta
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+
+    def rate(self, i: int) -> float:
+        """The learning rate of batch ``i`` (counted from 0)."""
+        return self.start_lr * (self.end_lr / self.start_lr) ** (i / self.num_it)
+
+    def before_fit(self, state: FitState) -> None:
+        self._saved = copy.deepcopy(state.model.state_dict()), copy.deepcopy(state.optimizer.state_dict())
+        self._loss_fn, self._last = state.loss_fn, math.nan
+        state.loss_fn = self._noting  # for this run: fit reports running means, the test needs each batch's loss
+        self.lrs, self.losses, self._mean = [], [], 0.0
+        self._set_rate(state, 0)
+
+    def _noting(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self._loss_fn(logits, y)
+        self._last = loss.item()
+        return loss
+
+    def _set_rate(self, state: FitState, i: int) -> None:
+        for group in state.optimizer.param_groups:
+            group["lr"] = self.rate(i)
+
+    def after_batch(self, state: FitState) -> None:
+        i = len(self.lrs)
+        self._mean = self.beta * self._mean + (1 - self.beta) * self._last
+        self.lrs.append(self.rate(i))
+        self.losses.append(self._mean / (1 - self.beta ** (i + 1)))  # bias-corrected
+        if not math.isfinite(self.losses[-1]) or self.losses[-1] > 4 * min(self.losses):
+            raise StopTraining(f"the loss diverged at learning rate {self.lrs[-1]:.2g}")
+        if i + 1 >= self.num_it:
+            raise StopTraining(f"{self.num_it} batches, up to learning rate {self.lrs[-1]:.2g}")
+        self._set_rate(state, i + 1)  # for the next batch
+
+    def after_fit(self, state: FitState) -> None:
+        weights, optimizer_state = self._saved
+        state.model.load_state_dict(weights)
+        state.optimizer.load_state_dict(optimizer_state)  # its learning rate and running averages too
+        state.optimizer.zero_grad()
+
+    @property
+    def min_lr(self) -> float:
+        """The rate at which the smoothed loss was lowest."""
+        return self.lrs[min(range(len(self.losses)), key=self.losses.__getitem__)]
+
+    def suggestion(self) -> float:
+        """A tenth of :attr:`min_lr`: still on the falling part, safely below where the loss turns up."""
+        return self.min_lr / 10

@@ -266,3 +266,61 @@ def test_validation_is_skipped_when_the_data_has_none(data_root: Path) -> None:
     model, opt = _setup()
     h = fit(model, data, opt, epochs=1)
     assert len(h) == 1 and math.isnan(h.val_acc[0]) and h.best_val_acc is None and h.best_epoch is None
+
+
+def test_print_epochs_names_checkpoints_without_machine_paths(tiny: DataBundle, tmp_path: Path, capsys,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MNISTLIB_CHECKPOINTS", str(tmp_path / "ckpt"))
+    model, opt = _setup()
+    h = fit(model, tiny, opt, epochs=1, callbacks=[cb.SaveCheckpoints(), cb.PrintEpochs()])
+    out = capsys.readouterr().out
+    assert f"best checkpoint: {h.best_path.name} (in checkpoint_dir())" in out and str(tmp_path) not in out
+    elsewhere = tmp_path / "elsewhere"
+    h = fit(model, tiny, opt, epochs=1, callbacks=[cb.SaveCheckpoints(elsewhere), cb.PrintEpochs()])
+    assert f"final checkpoint: {h.final_path}\n" in capsys.readouterr().out  # outside it: the whole path
+
+
+def _linear() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """No dropout and no BatchNorm: a batch's loss depends on the weights only."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def test_lr_finder_raises_the_rate_every_batch_and_stops_after_num_it(tiny: DataBundle) -> None:
+    used = []
+
+    class Rate(cb.Callback):
+        order = 0  # before the finder sets the next batch's rate
+
+        def after_batch(self, state) -> None:  # noqa: ANN001
+            used.append(state.optimizer.param_groups[0]["lr"])
+
+    model, opt = _linear()
+    finder = cb.LRFinder(start_lr=1e-5, end_lr=1e-1, num_it=12)
+    tiny.train.epoch = 0  # the loader shuffles by epoch number: the same first batch below and in fit
+    x, y = next(iter(tiny.train))
+    tiny.train.epoch = 0
+    first_loss = torch.nn.functional.cross_entropy(model(x), y).item()
+    h = fit(model, tiny, opt, epochs=3, callbacks=[finder, Rate()])  # 8 batches an epoch: the finder needs 2
+    assert h.stop_reason.startswith("12 batches, up to") and len(h) == 1 and len(finder.lrs) == 12
+    assert used == finder.lrs and finder.lrs[0] == 1e-5 and finder.rate(12) == pytest.approx(1e-1)
+    assert all(b / a == pytest.approx(10 ** (4 / 12)) for a, b in zip(finder.lrs, finder.lrs[1:], strict=False))
+    assert finder.losses[0] == pytest.approx(first_loss)  # a running mean, bias-corrected: the first batch's loss
+    assert finder.suggestion() == pytest.approx(finder.min_lr / 10)
+    assert finder.losses[finder.lrs.index(finder.min_lr)] == min(finder.losses)
+
+
+def test_lr_finder_stops_when_the_loss_diverges_and_puts_everything_back(tiny: DataBundle) -> None:
+    model, opt = _linear()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    finder = cb.LRFinder(start_lr=1e-4, end_lr=1e6, num_it=100)
+    h = fit(model, tiny, opt, epochs=13, callbacks=[finder])
+    assert "diverged" in h.stop_reason and len(finder.lrs) < 100
+    assert finder.losses[-1] > 4 * min(finder.losses) or not math.isfinite(finder.losses[-1])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the weights are back
+    assert opt.param_groups[0]["lr"] == 1e-3 and not opt.state  # and the optimizer as it was
+    again = fit(model, tiny, opt, epochs=1)  # an ordinary run afterwards: cross-entropy, the rate it was given
+    assert again.lr == [1e-3] and again.train_loss[0] < 2.5
+    with pytest.raises(ValueError, match="start_lr"):
+        cb.LRFinder(start_lr=1.0, end_lr=1e-3)

@@ -1,4 +1,4 @@
-"""Lesson 01 · The data: exercises, quiz, recap and reading (plain data + checks)."""
+"""Lesson 01 · The data: exercises and quiz (plain data + checks)."""
 
 from __future__ import annotations
 

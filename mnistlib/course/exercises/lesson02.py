@@ -1,4 +1,4 @@
-"""Lesson 02 · Architecture: exercises, quiz, recap and reading (plain data + checks)."""
+"""Lesson 02 · Architecture: exercises and quiz (plain data + checks)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
-"""Lesson 03 · Training: exercises, quiz, recap and reading (plain data + checks).
+"""Lesson 03 · Training: exercises and quiz (plain data + checks).
 
-The training-step check grades the learner's function by behaviour on a tiny model and batch
-(the loss it returns, the weights after one and two steps) against a plain PyTorch step written
-here, not against mnistlib's training code.
+The checks grade by behaviour against plain PyTorch written here: one gradient-descent step against
+autograd, the learner's finite differences against ``backward()``, the learner's one-batch loop
+step for step against a plain loop on a tiny net. The range-test rate is measured with
+:class:`mnistlib.callbacks.LRFinder` itself.
 """
 
 from __future__ import annotations
@@ -30,26 +31,42 @@ def check_initial_loss(answer: object) -> str:
     raise Wrong("an untrained net gives each of the 10 digits about the same probability; take −ln of it.")
 
 
-def _steplr_rate(epoch: int, lr: float = 1.0, gamma: float = 0.7) -> float:
-    """The learning rate during ``epoch`` (counted from 1) under StepLR(step_size=1), measured."""
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=gamma)
-    for _ in range(epoch - 1):
-        opt.step()
-        sched.step()
-    return opt.param_groups[0]["lr"]
+def _descent_step(w: float = 3.0, lr: float = 0.1) -> float:
+    """``w`` after one gradient-descent step on ``(w − 5)²``, the gradient from autograd."""
+    weight = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    ((weight - 5) ** 2).backward()
+    return float(weight.detach() - lr * weight.grad)
 
 
-@checker("StepLR by hand")
-def check_steplr(answer: object) -> str:
-    right = _steplr_rate(4)
-    if close(answer, right, rel=1e-3):
-        return "the rate shrinks geometrically: lr × gamma^(epoch − 1)."
-    if close(answer, _steplr_rate(5), rel=1e-3):
-        raise Wrong("one step too far: the first epoch runs at the starting rate, the scheduler steps after each epoch.")
-    if close(answer, 1.0 - 3 * 0.3, rel=1e-3):
-        raise Wrong("StepLR multiplies by gamma each time; it does not subtract.")
-    raise Wrong("start at lr = 1.0 and multiply by gamma = 0.7 once at the end of each finished epoch.")
+@checker("one gradient-descent step")
+def check_descent_step(answer: object) -> str:
+    if close(answer, _descent_step(), rel=1e-6):
+        return "the gradient is negative, so the step goes up, towards the minimum at 5 — by 0.1 × 4."
+    if close(answer, 2.6, rel=1e-6):  # w + lr · grad
+        raise Wrong("mind the sign: step *against* the gradient, w − lr · grad; here the gradient is negative.")
+    if close(answer, 3.2, rel=1e-6):
+        raise Wrong("the derivative of (w − 5)² is 2 · (w − 5): the 2 comes down from the square.")
+    if close(answer, 5.0, rel=1e-6):
+        raise Wrong("one step does not jump to the minimum: it moves lr × gradient.")
+    raise Wrong("work out dL/dw = 2 · (w − 5) at w = 3, then apply w ← w − lr · dL/dw once.")
+
+
+def _finder_rate(i: int) -> float:
+    """The rate LRFinder(1e-7, 10, 100) gives batch ``i``, measured on the callback itself."""
+    from mnistlib.callbacks import LRFinder
+
+    return LRFinder(start_lr=1e-7, end_lr=10.0, num_it=100).rate(i)
+
+
+@checker("the range test's learning rate")
+def check_range_rate(answer: object) -> str:
+    if close(answer, _finder_rate(50), rel=1e-3):
+        return "halfway in batches is halfway on a log axis: the geometric mean of the two ends."
+    if close(answer, (1e-7 + 10) / 2, rel=1e-2):
+        raise Wrong("the rate grows by multiplying, not adding: halfway in batches is halfway on a log axis.")
+    if close(answer, 1e-7 * (10 / 1e-7) ** (50 / 99), rel=1e-3):
+        raise Wrong("batch 100 would run at end_lr, so the exponent is i / num_it.")
+    raise Wrong("every batch multiplies the rate by (end_lr / start_lr) ** (1 / num_it); do that 50 times.")
 
 
 @checker("cross-entropy of one example")
@@ -72,24 +89,54 @@ def check_cross_entropy(answer: object) -> str:
     return "it matches F.cross_entropy, even for huge logits."
 
 
-def _tiny_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def _curved(w: torch.Tensor) -> torch.Tensor:
+    return (w**3).sum() + torch.logsumexp(3 * w.flatten(), 0) + w[0, 0] * w[1, 2]
+
+
+def _check_one_gradient(fn: object, f: object, w: torch.Tensor) -> None:
+    kept = w.clone()
+    got = fn(f, w, 1e-6)
+    if not torch.equal(w, kept):
+        raise Wrong("put each entry back after nudging it: w changed.")
+    if not isinstance(got, torch.Tensor) or got.shape != w.shape:
+        raise Wrong("return a tensor shaped like w, one derivative per entry.")
+    want = w.clone().requires_grad_()
+    f(want).backward()
+    right, got = want.grad, got.to(torch.float64)
+    if torch.allclose(got, right, rtol=1e-6, atol=1e-7):
+        return
+    if torch.allclose(got, 2 * right, rtol=1e-6, atol=1e-6):
+        raise Wrong("f(w + h) and f(w − h) lie 2h apart: divide their difference by 2h.")
+    if torch.allclose(got, right, rtol=1e-3, atol=1e-4):
+        raise Wrong("close but not exact: use the central difference (f(w + h) − f(w − h)) / 2h; "
+                    "the one-sided (f(w + h) − f(w)) / h is off by about h · f''/2.")
+    raise Wrong("for each entry: nudge it up by h, evaluate f, nudge it down by h, evaluate f, put it back.")
+
+
+@checker("a gradient by finite differences")
+def check_numeric_grad(answer: object) -> str:
+    fn = need_callable(answer)
     g = torch.Generator().manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    for f, w in ((_curved, torch.randn(2, 3, generator=g, dtype=torch.float64)),
+                 (lambda v: (v.sin() * v).sum(), torch.randn(5, generator=g, dtype=torch.float64).view(5, 1))):
+        _check_one_gradient(fn, f, w)
+    return "it agrees with backward() to 7 digits — that is what gradcheck does for every input at once."
+
+
+def _overfit_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny net and 16 examples of 3 classes: easy to memorise."""
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 3))
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     return model, torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
 
 
-def _weights(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().flatten() for p in model.parameters()])
-
-
-def _reference_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int,
-                     zero: bool = True) -> tuple[list[float], list[torch.Tensor]]:
+def _reference_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, zero: bool = True) -> list[float]:
     model = copy.deepcopy(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    losses, weights = [], []
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    losses = []
     for _ in range(steps):
         if zero:
             opt.zero_grad()
@@ -97,57 +144,33 @@ def _reference_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
         loss.backward()
         opt.step()
         losses.append(loss.item())
-        weights.append(_weights(model))
-    return losses, weights
+    return losses
 
 
-@checker("the training step")
-def check_training_step(answer: object) -> str:
+OVERFIT_STEPS = 150
+
+
+@checker("overfit one batch")
+def check_overfit(answer: object) -> str:
     fn = need_callable(answer)
-    model, x, y = _tiny_problem()
-    losses, weights = _reference_steps(model, x, y, 2)
+    model, x, y = _overfit_problem()
+    right = _reference_losses(model, x, y, OVERFIT_STEPS)
     mine = copy.deepcopy(model)
-    opt = torch.optim.SGD(mine.parameters(), lr=0.1)
-    before = _weights(mine)
-    got = fn(mine, x, y, opt, nn.CrossEntropyLoss())
-    if isinstance(got, torch.Tensor):
-        raise Wrong("return a plain number (`loss.item()`): a tensor keeps the whole batch's graph alive.")
-    if not isinstance(got, (int, float)) or not close(got, losses[0], rel=1e-4):
-        raise Wrong("return the batch's loss, computed on the model's output before the weights move.")
-    if torch.equal(_weights(mine), before):
-        raise Wrong("the weights did not change: call `optimizer.step()` after `loss.backward()`.")
-    fn(mine, x, y, opt, nn.CrossEntropyLoss())
-    if not torch.allclose(_weights(mine), weights[1], atol=1e-6):
-        _, accumulated = _reference_steps(model, x, y, 2, zero=False)
-        if torch.allclose(_weights(mine), accumulated[1], atol=1e-6):
-            raise Wrong("gradients add up across calls: clear them with `optimizer.zero_grad()` every step.")
-        raise Wrong("after two steps the weights differ from a plain step: zero_grad, forward, loss, backward, step.")
-    return "that is the heart of every training loop in this series."
-
-
-@checker("patience-based early stopping")
-def check_should_stop(answer: object) -> str:
-    fn = need_callable(answer)
-    cases = [
-        ([1.0, 0.8, 0.85, 0.9], 2, True),
-        ([1.0, 0.8, 0.85], 2, False),
-        ([1.0, 0.8, 0.85, 0.79], 2, False),
-        ([0.5, 0.6, 0.55, 0.52], 3, True),
-        ([0.5, 0.6, 0.4, 0.45], 3, False),
-        ([0.9, 0.7, 0.7, 0.7], 2, True),
-        ([0.9], 1, False),
-    ]
-    for losses, patience, right in cases:
-        got = fn(list(losses), patience)
-        if bool(got) != right:
-            if losses == [1.0, 0.8, 0.85] and got:
-                raise Wrong("one worse epoch is not enough: wait `patience` epochs without a new best.")
-            if losses == [0.5, 0.6, 0.55, 0.52] and not got:
-                raise Wrong("compare with the best loss so far, not with the previous epoch.")
-            if losses == [0.9, 0.7, 0.7, 0.7] and not got:
-                raise Wrong("an equal loss is not an improvement: count it as an epoch without progress.")
-            raise Wrong(f"for losses {losses} and patience {patience} the answer should be {right}.")
-    return "keep the weights of the best epoch too — stopping late only costs time then."
+    got = fn(mine, x, y, torch.optim.Adam(mine.parameters(), lr=0.05), OVERFIT_STEPS)
+    if not isinstance(got, (list, tuple)) or len(got) != OVERFIT_STEPS:
+        raise Wrong(f"return a list of all the losses, one per step ({OVERFIT_STEPS} here).")
+    if any(isinstance(v, torch.Tensor) for v in got):
+        raise Wrong("return plain numbers (`loss.item()`): a tensor keeps each step's whole graph alive.")
+    if max(got) - min(got) < 1e-9:
+        raise Wrong("the loss never changes: call `optimizer.step()` after `loss.backward()`.")
+    if not close(got[0], right[0], rel=1e-4, abs_=1e-6):
+        raise Wrong("record each step's loss, computed on the batch before the weights move.")
+    if not all(close(a, b, rel=1e-3, abs_=1e-5) for a, b in zip(got, right, strict=True)):
+        accumulated = _reference_losses(model, x, y, OVERFIT_STEPS, zero=False)
+        if all(close(a, b, rel=1e-3, abs_=1e-5) for a, b in zip(got, accumulated, strict=True)):
+            raise Wrong("gradients add up across steps: clear them with `optimizer.zero_grad()` every step.")
+        raise Wrong("every step: zero_grad, forward, cross-entropy, backward, step — in that order.")
+    return f"the loss fell from {got[0]:.2f} to {got[-1]:.4f}: this loop can learn."
 
 
 EXERCISES = (
@@ -166,19 +189,42 @@ EXERCISES = (
         check=check_initial_loss,
     ),
     Exercise(
-        key="steplr",
-        title="StepLR by hand",
+        key="descent_step",
+        title="One gradient-descent step by hand",
         level=1,
         prompt_md=(
-            "The 1×1-convolution net trained with `StepLR(step_size=1, gamma=0.7)`. Starting at `lr = 1.0` and "
-            "calling `scheduler.step()` at the end of every epoch, what learning rate does the optimizer use "
-            "during the **4th** epoch?"
+            "A model with one weight has the loss `L(w) = (w − 5)²`. Starting at `w = 3.0` with the learning rate "
+            "`lr = 0.1`, what is `w` after **one** step `w ← w − lr · dL/dw`? Work it out on paper."
         ),
-        starter="lr_epoch4 = ...  # a number",
-        solution="lr_epoch4 = 1.0 * 0.7 ** 3  # three epochs have ended before the 4th starts\nlr_epoch4",
-        wrong=(WrongAnswer("lr_epoch4 = 0.7 ** 4", "one step too far"), WrongAnswer("lr_epoch4 = 1.0 - 3 * 0.3", "multiplies")),
-        answer="lr_epoch4",
-        check=check_steplr,
+        starter="w_after = ...  # a number",
+        solution="w, lr = 3.0, 0.1\ngrad = 2 * (w - 5)  # dL/dw = 2·(w − 5) = −4 at w = 3\nw_after = w - lr * grad\nw_after",
+        wrong=(
+            WrongAnswer("w_after = 3.0 + 0.1 * 2 * (3.0 - 5)", "mind the sign"),
+            WrongAnswer("w_after = 3.0 - 0.1 * (3.0 - 5)", "2 · (w − 5)"),
+        ),
+        answer="w_after",
+        check=check_descent_step,
+    ),
+    Exercise(
+        key="range_rate",
+        title="The range test's learning rate",
+        level=2,
+        prompt_md=(
+            "`LRFinder(start_lr=1e-7, end_lr=10, num_it=100)` multiplies the learning rate by the same factor after "
+            "every batch, so that batch 100 would run at `end_lr`. Which rate does batch **50** use (batches counted "
+            "from 0)? Compute it with a line of Python."
+        ),
+        starter="rate_50 = ...  # a number",
+        solution=(
+            "factor = (10 / 1e-7) ** (1 / 100)  # the same factor every batch\n"
+            "rate_50 = 1e-7 * factor**50\nrate_50"
+        ),
+        wrong=(
+            WrongAnswer("rate_50 = (1e-7 + 10) / 2", "multiplying, not adding"),
+            WrongAnswer("rate_50 = 1e-7 * (10 / 1e-7) ** (50 / 99)", "i / num_it"),
+        ),
+        answer="rate_50",
+        check=check_range_rate,
     ),
     Exercise(
         key="cross_entropy",
@@ -219,85 +265,131 @@ EXERCISES = (
         check=check_cross_entropy,
     ),
     Exercise(
-        key="training_step",
-        title="The training step",
+        key="numeric_grad",
+        title="A gradient by finite differences",
         level=3,
         prompt_md=(
-            "Write `training_step(model, x, y, optimizer, loss_fn)`: one update on one batch. Return the batch's "
-            "loss as a plain number. The check runs it twice on a tiny model and compares the weights with a "
-            "correct step."
+            "Write `numeric_grad(f, w, h)`: `f` takes a float64 tensor `w` and returns the loss (a one-number "
+            "tensor). Return a tensor shaped like `w` whose every entry is the central difference "
+            "`(f(w + h) − f(w − h)) / 2h`, nudging that one entry of `w` by `h` and putting it back. The check "
+            "compares it with `backward()` on two curved functions."
         ),
         starter=(
-            "def training_step(model, x, y, optimizer, loss_fn):\n"
-            '    """One optimisation step on the batch (x, y); returns the loss as a float."""\n'
+            "def numeric_grad(f, w, h=1e-6):\n"
+            '    """The derivative of f for every entry of w, by central finite differences."""\n'
             "    raise NotImplementedError  # your code here"
         ),
         solution=(
-            "def training_step(model, x, y, optimizer, loss_fn):\n"
-            '    """One optimisation step on the batch (x, y); returns the loss as a float."""\n'
-            "    optimizer.zero_grad()  # gradients from the last step would otherwise add up\n"
-            "    loss = loss_fn(model(x), y)\n"
-            "    loss.backward()\n"
-            "    optimizer.step()\n"
-            "    return loss.item()"
+            "import torch\n\n\n"
+            "def numeric_grad(f, w, h=1e-6):\n"
+            '    """The derivative of f for every entry of w, by central finite differences."""\n'
+            "    grad = torch.zeros_like(w)\n"
+            "    flat, flat_grad = w.view(-1), grad.view(-1)  # the same numbers, indexed by one counter\n"
+            "    for i in range(flat.numel()):\n"
+            "        kept = flat[i].item()\n"
+            "        flat[i] = kept + h\n"
+            "        up = float(f(w))\n"
+            "        flat[i] = kept - h\n"
+            "        down = float(f(w))\n"
+            "        flat[i] = kept  # put it back\n"
+            "        flat_grad[i] = (up - down) / (2 * h)\n"
+            "    return grad"
         ),
         wrong=(
             WrongAnswer(
-                "def training_step(model, x, y, optimizer, loss_fn):\n"
-                "    loss = loss_fn(model(x), y)\n    loss.backward()\n    optimizer.step()\n    return loss.item()",
+                "import torch\n\n\ndef numeric_grad(f, w, h=1e-6):\n"
+                "    grad, base = torch.zeros_like(w), float(f(w))\n"
+                "    for i in range(w.numel()):\n"
+                "        kept = w.view(-1)[i].item()\n"
+                "        w.view(-1)[i] = kept + h\n"
+                "        grad.view(-1)[i] = (float(f(w)) - base) / h\n"
+                "        w.view(-1)[i] = kept\n"
+                "    return grad",
+                "central difference",
+            ),
+            WrongAnswer(
+                "import torch\n\n\ndef numeric_grad(f, w, h=1e-6):\n"
+                "    grad = torch.zeros_like(w)\n"
+                "    for i in range(w.numel()):\n"
+                "        kept = w.view(-1)[i].item()\n"
+                "        w.view(-1)[i] = kept + h\n"
+                "        up = float(f(w))\n"
+                "        w.view(-1)[i] = kept - h\n"
+                "        down = float(f(w))\n"
+                "        w.view(-1)[i] = kept\n"
+                "        grad.view(-1)[i] = (up - down) / h\n"
+                "    return grad",
+                "divide their difference by 2h",
+            ),
+            WrongAnswer(
+                "import torch\n\n\ndef numeric_grad(f, w, h=1e-6):\n"
+                "    grad = torch.zeros_like(w)\n"
+                "    for i in range(w.numel()):\n"
+                "        kept = w.view(-1)[i].item()\n"
+                "        w.view(-1)[i] = kept + h\n"
+                "        up = float(f(w))\n"
+                "        w.view(-1)[i] = kept - h\n"
+                "        grad.view(-1)[i] = (up - float(f(w))) / (2 * h)\n"
+                "    return grad",
+                "put each entry back",
+            ),
+        ),
+        answer="numeric_grad",
+        check=check_numeric_grad,
+    ),
+    Exercise(
+        key="overfit",
+        title="Overfit one batch",
+        level=3,
+        prompt_md=(
+            "Write `overfit(model, x, y, optimizer, steps)`: train on the one batch `(x, y)` for `steps` steps — "
+            "each step zero the gradients, compute the cross-entropy loss of `model(x)`, backpropagate, let the "
+            "optimizer step — and return the list of the `steps` losses as plain numbers. The check runs it on a "
+            "tiny net and 16 examples and compares every loss with a correct loop's."
+        ),
+        starter=(
+            "def overfit(model, x, y, optimizer, steps):\n"
+            '    """Train on one batch for `steps` steps; return each step\'s loss as a float."""\n'
+            "    raise NotImplementedError  # your code here"
+        ),
+        solution=(
+            "import torch\n\n\n"
+            "def overfit(model, x, y, optimizer, steps):\n"
+            '    """Train on one batch for `steps` steps; return each step\'s loss as a float."""\n'
+            "    losses = []\n"
+            "    for _ in range(steps):\n"
+            "        optimizer.zero_grad()  # gradients from the last step would otherwise add up\n"
+            "        loss = torch.nn.functional.cross_entropy(model(x), y)\n"
+            "        loss.backward()\n"
+            "        optimizer.step()\n"
+            "        losses.append(loss.item())\n"
+            "    return losses"
+        ),
+        wrong=(
+            WrongAnswer(
+                "import torch.nn.functional as F\n\n\ndef overfit(model, x, y, optimizer, steps):\n"
+                "    losses = []\n    for _ in range(steps):\n        loss = F.cross_entropy(model(x), y)\n"
+                "        loss.backward()\n        optimizer.step()\n        losses.append(loss.item())\n"
+                "    return losses",
                 "zero_grad",
             ),
             WrongAnswer(
-                "def training_step(model, x, y, optimizer, loss_fn):\n"
-                "    optimizer.zero_grad()\n    loss = loss_fn(model(x), y)\n    loss.backward()\n    return loss.item()",
+                "import torch.nn.functional as F\n\n\ndef overfit(model, x, y, optimizer, steps):\n"
+                "    losses = []\n    for _ in range(steps):\n        optimizer.zero_grad()\n"
+                "        loss = F.cross_entropy(model(x), y)\n        loss.backward()\n        losses.append(loss.item())\n"
+                "    return losses",
                 "optimizer.step()",
             ),
             WrongAnswer(
-                "def training_step(model, x, y, optimizer, loss_fn):\n"
-                "    optimizer.zero_grad()\n    loss = loss_fn(model(x), y)\n    loss.backward()\n"
-                "    optimizer.step()\n    return loss",
-                "plain number",
+                "import torch.nn.functional as F\n\n\ndef overfit(model, x, y, optimizer, steps):\n"
+                "    losses = []\n    for _ in range(steps):\n        optimizer.zero_grad()\n"
+                "        loss = F.cross_entropy(model(x), y)\n        loss.backward()\n        optimizer.step()\n"
+                "        losses.append(loss)\n    return losses",
+                "plain numbers",
             ),
         ),
-        answer="training_step",
-        check=check_training_step,
-    ),
-    Exercise(
-        key="should_stop",
-        title="Early stopping with patience",
-        level=3,
-        prompt_md=(
-            "Write `should_stop(val_losses, patience)`: `val_losses` holds one validation loss per finished epoch. "
-            "Return True when the best (lowest) loss so far is `patience` or more epochs old — no strictly lower "
-            "loss since. Then ask yourself: which weights should training keep when it stops?"
-        ),
-        starter=(
-            "def should_stop(val_losses, patience):\n"
-            '    """True when no epoch in the last `patience` beat the best validation loss before them."""\n'
-            "    raise NotImplementedError  # your code here"
-        ),
-        solution=(
-            "def should_stop(val_losses, patience):\n"
-            '    """True when no epoch in the last `patience` beat the best validation loss before them."""\n'
-            "    best_epoch = min(range(len(val_losses)), key=lambda i: (val_losses[i], i))\n"
-            "    return len(val_losses) - 1 - best_epoch >= patience"
-        ),
-        wrong=(
-            WrongAnswer(
-                "def should_stop(val_losses, patience):\n"
-                "    return len(val_losses) > 1 and val_losses[-1] > val_losses[-2]",
-                "wait `patience` epochs",
-            ),
-            WrongAnswer(
-                "def should_stop(val_losses, patience):\n"
-                "    if len(val_losses) <= patience:\n"
-                "        return False\n"
-                "    return all(val_losses[-i] >= val_losses[-i - 1] for i in range(1, patience + 1))",
-                "best loss so far",
-            ),
-        ),
-        answer="should_stop",
-        check=check_should_stop,
+        answer="overfit",
+        check=check_overfit,
     ),
 )
 
@@ -316,6 +408,55 @@ QUIZ = (
             "`backward()` adds to `.grad`; without clearing, each step would use the sum of all past gradients.",
             "Cross-entropy is never negative anyway.",
             "It is bookkeeping, not regularisation.",
+        ),
+    ),
+    Q(
+        "You train on one batch of 32 images for 300 steps and the loss stays near 2.3. What do you conclude?",
+        (
+            "Something is broken: a working model memorises 32 images easily",
+            "The model needs more training data",
+            "It needs more epochs on the full training set",
+            "32 images are too few to learn anything from",
+        ),
+        0,
+        (
+            "Check the loss function, the labels, the loop and the learning rate before anything else.",
+            "More data makes memorising harder, not easier; 32 images should be memorised quickly.",
+            "If it cannot fit 32 images, more epochs on 55,000 will not help.",
+            "Too few to generalise from, but plenty to memorise: that is the point of the check.",
+        ),
+    ),
+    Q(
+        "In a range test the loss falls from a rate of 1e-4 on, is lowest at 2e-2 and shoots up beyond. Which rate "
+        "do you train with?",
+        (
+            "1e-4, where the loss starts to fall",
+            "About 2e-3: a tenth of the rate at the lowest loss, where the loss still falls steeply",
+            "2e-2, where the loss is lowest",
+            "0.1, to train as fast as possible",
+        ),
+        1,
+        (
+            "There the steps have only just become big enough to matter: training would crawl.",
+            "Well inside the falling stretch, safely below where the loss turns up.",
+            "At the lowest point the loss is about to turn up; a whole run there sits on the edge of diverging.",
+            "Past the minimum the steps overshoot and the loss climbs.",
+        ),
+    ),
+    Q(
+        "You raise the learning rate 100× and the loss becomes `nan` within a few steps. Why?",
+        (
+            "The steps overshoot, the weights blow up and the numbers overflow",
+            "The batch is too small",
+            "The model has too few parameters",
+            "nan means the model is certain",
+        ),
+        0,
+        (
+            "Each step jumps past the valley further than the last; a schedule or a smaller rate fixes it.",
+            "Small batches make noisy steps, not overflowing ones.",
+            "Size does not make the loss nan.",
+            "A certain, right model has loss near 0, not nan.",
         ),
     ),
     Q(
@@ -382,28 +523,12 @@ QUIZ = (
             "That is a fixed epoch budget.",
         ),
     ),
-    Q(
-        "You raise the learning rate 100× and the loss becomes `nan` within a few steps. Why?",
-        (
-            "The steps overshoot, the weights blow up and the numbers overflow",
-            "The batch is too small",
-            "The model has too few parameters",
-            "nan means the model is certain",
-        ),
-        0,
-        (
-            "Each step jumps past the valley further than the last; a schedule or a smaller rate fixes it.",
-            "Small batches make noisy steps, not overflowing ones.",
-            "Size does not make the loss nan.",
-            "A certain, right model has loss near 0, not nan.",
-        ),
-    ),
 )
 
 
 MATERIAL = LessonMaterial(
     number=3,
-    title="Training: the loop, the knobs, and the files it leaves behind",
+    title="Training: how a network learns",
     exercises=EXERCISES,
     quiz=QUIZ,
 )

@@ -1,4 +1,4 @@
-"""Lesson 04 · Evaluation: exercises, quiz, recap and reading (plain data + checks).
+"""Lesson 04 · Evaluation: exercises and quiz (plain data + checks).
 
 Every check grades on small synthetic predictions and matrices; the measuring part of the
 augmentation exercise runs on the validation split, never on the test set.

@@ -1,4 +1,4 @@
-"""Lesson 05 · Draw a digit: exercises, quiz, recap and reading (plain data + checks).
+"""Lesson 05 · Draw a digit: exercises and quiz (plain data + checks).
 
 The centring exercises are graded against :func:`mnistlib.drawing.centre_of_mass` and
 :func:`mnistlib.drawing.centre_in_frame`, the very step ``prepare_digit`` uses.

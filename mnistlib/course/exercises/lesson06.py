@@ -1,4 +1,4 @@
-"""Lesson 06 · Faster and better: exercises, quiz, recap and reading (plain data + checks)."""
+"""Lesson 06 · Faster and better: exercises and quiz (plain data + checks)."""
 
 from __future__ import annotations
 

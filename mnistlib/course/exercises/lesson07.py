@@ -1,4 +1,4 @@
-"""Lesson 07 · Inside the network: exercises, quiz, recap and reading (plain data + checks).
+"""Lesson 07 · Inside the network: exercises and quiz (plain data + checks).
 
 Receptive fields are graded with :func:`mnistlib.explain.receptive_field`, the saliency exercises
 with :func:`mnistlib.explain.occlusion_map` and :func:`mnistlib.explain.gradient_x_input`, on an

@@ -1,4 +1,4 @@
-"""Lesson 08 · Your own handwriting: exercises, quiz, recap and reading (plain data + checks).
+"""Lesson 08 · Your own handwriting: exercises and quiz (plain data + checks).
 
 Collect digits of your own, hold some out, fine-tune a trained model on them, and check that it
 did not forget MNIST (on the validation split).

@@ -1,4 +1,4 @@
-"""Lesson 09 · ONNX export and int8: exercises, quiz, recap and reading (plain data + checks)."""
+"""Lesson 09 · ONNX export and int8: exercises and quiz (plain data + checks)."""
 
 from __future__ import annotations
 
