@@ -99,14 +99,28 @@ def _train_and_score(recipe: Any, folder: Path, overrides: dict) -> Row:
                train_images=data.train.dataset_size)
 
 
-def recipe_table(rows: Sequence[Row]) -> str:
-    """The rows as a markdown table: recipe, model, params, epochs, time, accuracies, claims."""
-    header = ["recipe", "model", "params", "epochs run", "train s", "val acc", "test acc",
-              "claimed accuracy", "claimed params"]
-    cells = []
-    for r in rows:
-        images = "" if r.train_images >= 50_000 else f" ({r.train_images:,} imgs)"
-        cells.append([r.title, f"`{r.model}`", f"{r.params:,}", f"{r.epochs_run} of {r.epochs}{images}",
-                      f"{r.train_seconds:.0f}", f"{r.val_acc:.2%}", f"{r.test_acc:.2%}",
-                      r.claimed_accuracy or "—", r.claimed_parameters or "—"])
-    return markdown_table(header, cells)
+def _measured(r: Row) -> list[str]:
+    images = "" if r.train_images >= 50_000 else f" ({r.train_images:,} imgs)"
+    return [r.title, f"`{r.model}`", f"{r.params:,}", f"{r.epochs_run} of {r.epochs}{images}",
+            f"{r.train_seconds:.0f}", f"{r.val_acc:.2%}", f"{r.test_acc:.2%}"]
+
+
+def _claims(r: Row) -> list[str]:
+    return [r.title, r.claimed_accuracy or "—", f"{r.test_acc:.2%}", r.claimed_parameters or "—", f"{r.params:,}"]
+
+
+def recipe_table(rows: Sequence[Row], part: str = "both") -> str:
+    """The rows as markdown: what was measured (recipe, model, params, epochs, time, accuracies) and, in a
+    second table, what each write-up claims beside it. ``part``: "measured", "claims" or "both".
+
+    Two narrow tables rather than one of nine columns, so each fits a page.
+    """
+    if part not in ("measured", "claims", "both"):
+        raise ValueError(f"part must be 'measured', 'claims' or 'both', got {part!r}")
+    measured = markdown_table(["recipe", "model", "params", "epochs run", "train s", "val acc", "test acc"],
+                              list(map(_measured, rows)))
+    claims = markdown_table(["recipe", "claimed accuracy", "measured test acc", "claimed params", "measured params"],
+                            list(map(_claims, rows)))
+    if part != "both":
+        return measured if part == "measured" else claims
+    return f"{measured}\n\nWhat each write-up claims, beside what was measured:\n\n{claims}"

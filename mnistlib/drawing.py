@@ -314,6 +314,6 @@ def plot_probabilities(predictions: dict[str, Prediction]) -> Any:
         ax_bar.set_xticks(range(10))
         ax_bar.set_ylim(0, 1)
         ax_bar.set_ylabel("probability")
-        ax_bar.set_title(f"the model reads {p}", fontsize=10)
+        ax_bar.set_title(f"the model reads {p}" if p.sure else f"the model is {p}", fontsize=10)
     fig.tight_layout()
     return fig

@@ -372,6 +372,18 @@ def test_low_confidence_says_not_sure() -> None:
     assert lenient.sure and str(lenient) == "7 (55% sure)"
 
 
+def test_probability_plot_titles_say_what_the_model_reads_or_that_it_is_not_sure() -> None:
+    import matplotlib.pyplot as plt
+
+    image = np.zeros((28, 28), np.float32)
+    sure = Prediction(7, np.eye(10)[7] * 0.9 + 0.01, image)
+    torn = Prediction(1, np.array([0, 0.48, 0, 0, 0.04, 0, 0, 0.48, 0, 0]), image)
+    fig = d.plot_probabilities({"a": sure, "b": torn})
+    titles = [ax.get_title() for ax in fig.axes[1::2]]
+    plt.close(fig)
+    assert titles == ["the model reads 7 (91% sure)", "the model is not sure (maybe 1, 48%)"]
+
+
 def test_threshold_must_be_a_probability(model) -> None:
     with pytest.raises(ValueError, match="threshold"):
         predict_image(canvas("7"), model, mean=MEAN, std=STD, threshold=60)

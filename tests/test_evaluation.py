@@ -177,7 +177,7 @@ def test_compare_recipes_tiny(training, mnist, tmp_path):
     assert rows[0].augment == "rotate5" and rows[0].batch_size == 128 and rows[0].lr == 3e-4  # its own recipe
     assert rows[1].params == 24_210 and rows[1].augment == "crop-rotate15" and rows[1].batch_size == 64
     assert all((tmp_path / r.recipe).is_dir() for r in rows)  # checkpoints chosen and saved per recipe
-    table = compare.recipe_table(rows)
+    table = compare.recipe_table(rows, part="measured")
     lines = table.splitlines()
     assert len(lines) == 4 and lines[0].startswith("| recipe")
     assert "24,210" in table and "the 1×1-convolution net" in table
@@ -205,6 +205,30 @@ def test_recipe_table_marks_subset_runs():
     table = compare.recipe_table([row])
     assert "2 of 5 (256 imgs)" in table and "97.65%" in table and "1,234" in table
     assert "the x \\| net" in table
+
+
+def _row(title: str, claim: str) -> compare.Row:
+    return compare.Row(recipe="x", title=title, model="x", params=24_210, epochs=5, epochs_run=5, batch_size=64,
+                       lr=1e-3, augment="none", train_seconds=65.0, val_acc=0.986, test_acc=0.9888,
+                       claimed_accuracy=claim, claimed_parameters="24,210", train_images=55_000)
+
+
+def test_recipe_table_puts_claims_in_a_second_narrow_table():
+    """Measured figures and each write-up's claims are two tables of at most seven columns, not one of nine."""
+    rows = [_row("the 1×1-convolution net", "98.16% (scored on the 60,000 training images, not the test set)"),
+            _row("another net", "")]
+    measured, claims = compare.recipe_table(rows, part="measured"), compare.recipe_table(rows, part="claims")
+    both = f"{measured}\n\nWhat each write-up claims, beside what was measured:\n\n{claims}"
+    assert compare.recipe_table(rows) == both
+    for table, columns in ((measured, 7), (claims, 5)):
+        header, rule, *body = table.splitlines()
+        assert header.count(" | ") == columns - 1 and len(body) == 2
+        assert all(line.count(" | ") == columns - 1 for line in body)
+    assert "98.16%" not in measured and "| 5 of 5 | 65 | 98.60% | 98.88% |" in measured
+    assert "| 98.16% (scored on the 60,000 training images, not the test set) | 98.88% | 24,210 | 24,210 |" in claims
+    assert "| another net | — | 98.88% |" in claims
+    with pytest.raises(ValueError, match="part must be"):
+        compare.recipe_table(rows, part="wide")
 
 
 class _Untrained(nn.Module):

@@ -307,7 +307,7 @@ QUIZ = (
         1,
         (
             "That would be row 9, column 4.",
-            "True 4, predicted 9: an open-topped 4 looks like a 9.",
+            "True 4, predicted 9: a 4 whose top is closed looks like a 9.",
             "Right answers sit on the diagonal, not at [4, 9].",
             "Prediction frequencies are column sums.",
         ),

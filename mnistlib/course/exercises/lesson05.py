@@ -235,7 +235,7 @@ QUIZ = (
         1,
         (
             "The model takes a tensor; the file format is irrelevant.",
-            "Same model, same strokes: the prepared version is read with confidence, the raw one is close to a guess.",
+            "Same model, same strokes: prepared, the drawing is read right; raw, it can be misread, even confidently.",
             "It is about matching the training data, not looks.",
             "The model costs the same on any 28×28 input.",
         ),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mnistlib.course.quiz import Question as Q
@@ -100,6 +102,57 @@ def check_summarise(answer: object) -> str:
     if not close(low, min(accs), rel=1e-12):
         raise Wrong("the third number is the worst seed's accuracy.")
     return "report all three: the mean says what to expect, the spread and the minimum how much luck was involved."
+
+
+def _bn_inputs() -> tuple[torch.Tensor, ...]:
+    """A batch [16, 5] with a different mean and spread per feature, γ, β and running statistics (one tiny)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 5, generator=g) * torch.arange(1.0, 6.0) + 3 * torch.arange(5.0)
+    gamma, beta = torch.linspace(0.5, 2.0, 5), torch.linspace(-1.0, 1.0, 5)
+    running_mean, running_var = torch.linspace(-1.0, 10.0, 5), torch.tensor([1e-4, 0.5, 1.0, 2.0, 3.0])
+    return x, gamma, beta, running_mean, running_var
+
+
+def _bn_call(fn: object, training: bool) -> torch.Tensor:
+    x, gamma, beta, mean, var = _bn_inputs()
+    out = fn(x, gamma, beta, mean, var, training)  # type: ignore[operator]
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        raise Wrong("return one tensor of the same shape as x: the normalised, scaled and shifted batch.")
+    return out.detach().float()
+
+
+def _bn_why_train(got: torch.Tensor) -> str:
+    x, gamma, beta, mean, var = _bn_inputs()
+
+    def same(ref: torch.Tensor) -> bool:
+        return torch.allclose(got, ref, atol=1e-4)
+
+    if same(gamma * (x - mean) / torch.sqrt(var + 1e-5) + beta):
+        return "BatchNorm normalises with the statistics of the batch itself, not the running ones."
+    if same(gamma * (x - x.mean(0)) / torch.sqrt(x.var(0) + 1e-5) + beta):
+        return "normalise with the biased variance (divide by N: unbiased=False), as BatchNorm does."
+    if same(gamma * (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-5) + beta):
+        return "one mean and one variance per feature: average over the batch dimension (dim=0) only."
+    if same((x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + 1e-5)):
+        return "after normalising, apply the learned scale γ and shift β."
+    return "subtract each feature's batch mean, divide by sqrt(variance + eps), then scale by γ and shift by β."
+
+
+@checker("BatchNorm for a fully connected layer, both modes")
+def check_batchnorm_1d(answer: object) -> str:
+    fn = need_callable(answer)
+    x, gamma, beta, mean, var = _bn_inputs()
+    got = _bn_call(fn, True)
+    if not torch.allclose(got, F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5), atol=1e-4):
+        raise Wrong(f"training mode: {_bn_why_train(got)}")
+    got = _bn_call(fn, False)
+    if not torch.allclose(got, F.batch_norm(x, mean, var, gamma, beta, training=False, eps=1e-5), atol=1e-4):
+        if torch.allclose(got, F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5), atol=1e-4):
+            raise Wrong("eval mode: use the running statistics, so an image's answer does not depend on its batch.")
+        if torch.allclose(got, gamma * (x - mean) / torch.sqrt(var) + beta, atol=1e-4):
+            raise Wrong("eval mode: add eps to the running variance before the square root.")
+        raise Wrong("eval mode: (x − running mean) / sqrt(running variance + eps), then scale by γ and shift by β.")
+    return "the same numbers as nn.BatchNorm1d, in training and in eval mode."
 
 
 EXERCISES = (
@@ -215,6 +268,62 @@ EXERCISES = (
         answer="summarise",
         check=check_summarise,
     ),
+    Exercise(
+        key="batchnorm_1d",
+        title="BatchNorm for a fully connected layer, both modes",
+        level=3,
+        prompt_md=(
+            "`nn.BatchNorm1d` does for the output of a `Linear` layer, shape `[N, features]`, what `BatchNorm2d` "
+            "does for a convolution's: each feature is normalised over the batch (there are no positions). Write "
+            "`batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5)`: what the layer "
+            "outputs — from the batch's own statistics when `training` is True, from the running ones when it is "
+            "False (updating the running statistics is not asked). The check compares it with PyTorch in both modes."
+        ),
+        starter=(
+            "import torch\n\n\n"
+            "def batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5):\n"
+            '    """BatchNorm of x [N, features]: batch statistics in training mode, running ones in eval mode."""\n'
+            "    raise NotImplementedError  # your code here"
+        ),
+        solution=(
+            "import torch\n\n\n"
+            "def batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5):\n"
+            '    """BatchNorm of x [N, features]: batch statistics in training mode, running ones in eval mode."""\n'
+            "    if training:\n"
+            "        mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)  # per feature, over the batch\n"
+            "    else:\n"
+            "        mean, var = running_mean, running_var\n"
+            "    return gamma * (x - mean) / torch.sqrt(var + eps) + beta"
+        ),
+        wrong=(
+            WrongAnswer(
+                "def batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5):\n"
+                "    mean, var = x.mean(dim=0), x.var(dim=0, unbiased=False)\n"
+                "    return gamma * (x - mean) / (var + eps) ** 0.5 + beta",
+                "running statistics",
+            ),
+            WrongAnswer(
+                "def batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5):\n"
+                "    mean, var = (x.mean(dim=0), x.var(dim=0)) if training else (running_mean, running_var)\n"
+                "    return gamma * (x - mean) / (var + eps) ** 0.5 + beta",
+                "biased variance",
+            ),
+            WrongAnswer(
+                "def batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5):\n"
+                "    mean, var = (x.mean(), x.var(unbiased=False)) if training else (running_mean, running_var)\n"
+                "    return gamma * (x - mean) / (var + eps) ** 0.5 + beta",
+                "per feature",
+            ),
+            WrongAnswer(
+                "def batchnorm_1d(x, gamma, beta, running_mean, running_var, training, eps=1e-5):\n"
+                "    mean, var = (x.mean(dim=0), x.var(dim=0, unbiased=False)) if training else (running_mean, running_var)\n"
+                "    return gamma * (x - mean) / var ** 0.5 + beta",
+                "add eps",
+            ),
+        ),
+        answer="batchnorm_1d",
+        check=check_batchnorm_1d,
+    ),
 )
 
 QUIZ = (
@@ -248,6 +357,24 @@ QUIZ = (
             "That is why the fast recipe pairs BatchNorm with a high peak rate.",
             "Two numbers per channel are not what helps.",
             "The batch size is unchanged.",
+        ),
+    ),
+    Q(
+        "A network with BatchNorm gives the same image different answers depending on the other images in its "
+        "batch. What was forgotten?",
+        (
+            "To shuffle the batches",
+            "To switch to eval mode (`model.eval()`), so BatchNorm uses its running statistics",
+            "To add more BatchNorm layers",
+            "To normalise the input images",
+        ),
+        1,
+        (
+            "Shuffling changes which images meet; the dependence is the problem.",
+            "In training mode each channel is normalised with the batch's own mean and variance; eval mode uses the "
+            "averages kept during training, so each image is read on its own.",
+            "More layers would add more of the same dependence.",
+            "The input is normalised with fixed constants; BatchNorm's statistics come from the batch.",
         ),
     ),
     Q(
