@@ -30,8 +30,9 @@ USING = re.compile(r"^Using (\S+\.pth) — .*\((?P<why>[^()]*)\)\s*$", re.MULTIL
 MAIN_RUN = "the best checkpoint of the run tagged 'lesson-03'"
 #: A cell draws a figure when it shows one or calls a plotting helper (a call, not a ``def``) …
 DRAWS = re.compile(r"plt\.show\(|^(?!\s*def\b).*(?<![\w])(?:\w+\.)?plot_\w+\(", re.MULTILINE)
-#: … unless its figure lives in a widget (an Output or interact: no kernel, no figure in a static page).
-IN_WIDGET = "figure-in-widget"
+#: … unless it is tagged so: its figure lives in a widget (no kernel, no figure on a static page), or it draws
+#: only when the learner asks for it (a setting left empty by default).
+NO_STATIC_FIGURE = "no-static-figure"
 
 
 def _text(nb: nbformat.NotebookNode) -> str:
@@ -56,7 +57,7 @@ def missing_figures(nb: nbformat.NotebookNode) -> list[str]:
     """The cells that draw a figure but show none (or only its ``<Figure size …>`` text), as 'cell N'."""
     bad = []
     for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or IN_WIDGET in cell.get("metadata", {}).get("tags", []):
+        if cell.cell_type != "code" or NO_STATIC_FIGURE in cell.get("metadata", {}).get("tags", []):
             continue
         data = [o.get("data", {}) for o in cell.get("outputs", [])]
         texts = [str(d.get("text/plain", "")) for d in data]

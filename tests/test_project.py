@@ -133,7 +133,7 @@ def test_full_run_checker_flags_a_figure_cell_without_its_figure() -> None:
         new_code_cell("plot_history(run.history)", outputs=[text_only]),  # a returned figure, shown as text
         new_code_cell("def plot_it(x):\n    return x"),  # defines a helper: draws nothing
         new_code_cell("fig"),  # no plotting call in the source, but its output says it was a figure
-        new_code_cell("explorer.show()\nplt.show()", metadata={"tags": ["figure-in-widget"]}),  # in a widget
+        new_code_cell("explorer.show()\nplt.show()", metadata={"tags": ["no-static-figure"]}),  # in a widget
     ]
     cells[4].outputs = [text_only]
     assert missing_figures(new_notebook(cells=cells)) == ["cell 1", "cell 2", "cell 4"]
