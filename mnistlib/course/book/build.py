@@ -100,13 +100,14 @@ def _first_heading(nb: dict[str, Any]) -> tuple[str, str]:
 
 
 def _summary(nb: dict, paragraph: str) -> str:
-    """One line for the landing page: the lesson's opening 'In this lesson…' (the cell tagged
-    ``lesson-opening``), else its first paragraph."""
+    """One line for the landing page: the first paragraph of the lesson's opening (the cell tagged
+    ``lesson-opening``) without its 'What you will learn:' lead, else the paragraph under the title."""
     opening = next((_source(c).strip() for c in nb["cells"]
                     if "lesson-opening" in c.get("metadata", {}).get("tags", [])), "")
-    first = opening.split("\n\n")[0]
-    if first.startswith("**In this lesson**"):
-        text = re.sub(r"^\*\*In this lesson\*\*\s*(you will\s*)?", "", first)
+    first = " ".join(opening.split("\n\n")[0].split())
+    lead = re.match(r"^\*\*(In this lesson|What you will learn:?)\*\*:?\s*(you will\s*)?", first)
+    if lead:
+        text = first[lead.end():]
         return text[:1].upper() + text[1:]
     flat = " ".join(paragraph.split())
     return flat if len(flat) <= 220 else flat[:217].rsplit(" ", 1)[0] + " …"
