@@ -25,12 +25,12 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS
+from waiting import PAGE_S
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK_LESSONS = ("01_data_and_augmentation.ipynb", "02_architecture.ipynb")
-PAGE_S = 30
 
 
 def _executed_folder() -> Path | None:

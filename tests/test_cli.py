@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from waiting import HANG_S
 
 from mnistlib.apps.cli import main
 from mnistlib.checkpoints import load_checkpoint
@@ -173,7 +174,7 @@ def test_resume_from_cli(trained: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     bad = subprocess.run([sys.executable, "-m", "mnistlib", "evaluate", str(tmp_path / "none.pth")], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=180)
+                         env=env, capture_output=True, text=True, timeout=HANG_S)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
 

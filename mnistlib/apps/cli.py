@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mnistlib._support.signals import startup_done
 from mnistlib.config import CHECKPOINTS_ENV, DATA_ENV, data_root
 
 from .export_command import add_export_command
@@ -390,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)  # imports torch: Ctrl-C may come here already
+        startup_done()  # from here a Ctrl-C stops the command cleanly (python -m mnistlib made it quiet till now)
         return args.func(args)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
