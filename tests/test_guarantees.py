@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import pickle
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -443,3 +445,87 @@ def test_a_killed_data_import_is_cleaned_at_the_next_import(raw_dir: Path, tmp_p
     assert safefiles.is_stale(raw / parts[0])
     data.import_idx(raw_dir, root)
     assert sorted(p.name for p in raw.iterdir()) == sorted(RAW_FILES)
+
+
+# --------------------------------------------------------------------------- 5. atomic files: what they replace, names
+
+
+def test_an_atomic_write_replaces_only_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO, a link to a device, a folder: refused, and left as they were (/dev/null stays a device)."""
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    link = tmp_path / "null.onnx"
+    link.symlink_to("/dev/null")
+    (tmp_path / "folder.onnx").mkdir()
+    for target in (fifo, link, tmp_path / "folder.onnx"):
+        with pytest.raises(FileExistsError, match="refused"):
+            safefiles.write_bytes(target, b"model")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.onnx", "null.onnx", "pipe.onnx"]
+    regular = tmp_path / "model.onnx"
+    regular.write_bytes(b"old")
+    os.symlink(regular, tmp_path / "link-to-file.onnx")
+    safefiles.write_bytes(tmp_path / "link-to-file.onnx", b"new")  # the link itself becomes the file
+    assert regular.read_bytes() == b"old" and (tmp_path / "link-to-file.onnx").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("name", [b"x" * 250 + b".pth", b"caf\xe9 \xff.pth"], ids=["250 characters", "not UTF-8"])
+def test_long_and_non_utf8_names_get_temporaries_that_clean_stale_knows(name: bytes, tmp_path: Path) -> None:
+    target = Path(os.fsdecode(os.fsencode(tmp_path) + b"/" + name))
+    seen: list[str] = []
+
+    def write(tmp: Path) -> None:
+        seen.append(tmp.name)
+        tmp.write_bytes(b"data")
+        str(tmp).encode("utf-8")  # what a library that takes str paths does with it: it must not fail
+
+    safefiles.atomic_write(target, write)
+    assert target.read_bytes() == b"data" and len(seen[0]) < 255
+    dead = seen[0].replace(f".{os.getpid()}-", f".{_dead_pid()}-")
+    (tmp_path / dead).write_bytes(b"half")
+    assert [p.name for p in safefiles.clean_stale(tmp_path, targets=lambda n: n.endswith(".pth"))] == [dead]
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_an_atomic_folder_replaces_the_old_one_whole(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    with safefiles.atomic_folder(site) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(OSError, match="No space"), safefiles.atomic_folder(site) as tmp:
+        (tmp / "a").write_text("2")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["site"] and (site / "a").read_text() == "1"
+    with safefiles.atomic_folder(site) as tmp:
+        (tmp / "b").write_text("3")
+    assert [p.name for p in tmp_path.iterdir()] == ["site"] and [p.name for p in site.iterdir()] == ["b"]
+
+
+def test_a_killed_atomic_folder_is_cleaned_by_the_next_run(tmp_path: Path) -> None:
+    pid = os.fork()
+    if pid == 0:  # the child: killed while filling the new folder
+        try:
+            with safefiles.atomic_folder(tmp_path / "site") as tmp:
+                (tmp / "half").write_text("x")
+                os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".site.{pid}-") and left[0].endswith(".part")
+    assert [p.name for p in safefiles.clean_stale(tmp_path, targets=lambda n: n == "site")] == left
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_owned_lock_waits_for_its_holder_and_takes_over_from_the_dead(tmp_path: Path) -> None:
+    lock = tmp_path / ".store.lock"
+    lock.write_text(f"{_dead_pid()} {safefiles.owner_tag().split('-')[1]}\n")  # left by a process that died
+    with safefiles.hold_lock(lock):
+        assert lock.read_text().split()[0] == str(os.getpid())
+        with pytest.raises(TimeoutError, match=f"process {os.getpid()}"), safefiles.hold_lock(lock, timeout=0):
+            pass  # a live holder (this process) is never pushed aside
+    assert not lock.exists()
