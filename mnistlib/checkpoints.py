@@ -164,13 +164,14 @@ def release_stamp(stamp: str, folder: str | Path | None = None) -> None:
 
 def clean_stale(folder: str | Path | None = None) -> list[Path]:
     """Remove what killed runs left in ``folder`` (default: the checkpoint folder): half-written
-    ``.…pth.….part`` temporaries and the ``.run_*.lock`` markers of runs that no longer exist.
+    ``.…pth.….part`` temporaries (and those of the run's figures) and the ``.run_*.lock`` markers of runs
+    that no longer exist.
 
     Call it when a run starts. It never removes a file of a live run on this machine (see
     :mod:`mnistlib._support.files` for the rule); returns the paths removed.
     """
     folder = Path(folder) if folder is not None else checkpoint_dir()
-    return files.clean_stale(folder, targets=lambda name: name.endswith(".pth"),
+    return files.clean_stale(folder, targets=lambda name: name.endswith((".pth", ".png")),  # checkpoints, figures
                              locks=lambda name: bool(_LOCK_RE.match(name)))
 
 
