@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["MAX_AGE", "umask", "owner_tag", "atomic_write", "atomic_folder", "write_bytes", "write_text",
+__all__ = ["MAX_AGE", "umask", "owner_tag", "atomic_write", "atomic_folder", "work_folder", "write_bytes", "write_text",
            "create_lock", "hold_lock", "is_stale", "clean_stale", "check_replaceable", "temp_target"]
 
 #: Files whose owner cannot be checked from here are stale after this many seconds unmodified.
@@ -177,6 +177,19 @@ def _swap_in(new: Path, path: Path) -> None:
         os.rename(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_folder(name: str = "mnistlib-work") -> Iterator[Path]:
+    """A private scratch folder in the system's temporary folder, removed when the block ends; the scratch
+    folders of processes that died (SIGKILL) are removed first (:func:`clean_stale`)."""
+    base = Path(tempfile.gettempdir())
+    clean_stale(base, targets=lambda target: target == name)
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".{name}.{owner_tag()}.", suffix=".part"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
