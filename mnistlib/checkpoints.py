@@ -30,7 +30,7 @@ from torch import nn
 from ._support import files
 from ._support.checkpoint_file import CheckpointError, field_problem, read_checkpoint_file, repeated_bytes
 from .config import checkpoint_dir
-from .models import get_model
+from .models import get_model, model_options
 
 __all__ = [
     "FORMAT",
@@ -274,6 +274,35 @@ def _shape_problem(expected: Mapping[str, torch.Tensor], stored: Mapping[str, to
     return "; ".join(parts) or None
 
 
+def _option_problem(name: str, key: str, value: Any) -> str | None:
+    """Why a stored model option does not have the type of the model's own default (``first_bn="False"`` is
+    not ``False``: a string would be read as true); None when it has."""
+    try:
+        default = model_options(name)[key]
+    except (KeyError, ValueError):  # an unknown model or option: rebuilding the model says so
+        return None
+    whole = type(value) is int
+    if isinstance(default, bool):
+        ok, kind = type(value) is bool, "true or false"
+    elif isinstance(default, int):
+        ok, kind = whole, "a whole number"
+    elif isinstance(default, float):
+        ok, kind = whole or (type(value) is float and math.isfinite(value)), "a finite number"
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list)) and all(type(v) is int for v in value)
+        kind = "a list of whole numbers"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "text"
+    else:
+        return None
+    return None if ok else f"option {key}={_short(value)} of model {name!r} should be {kind} (default {default!r})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _build(path: Path, name: str, options: dict, stored: dict) -> nn.Module:
     """The named model with the stored weights, built for real only once a ``meta``-device twin
     (no memory) has shown that the stored weights fill it exactly."""
@@ -281,6 +310,9 @@ def _build(path: Path, name: str, options: dict, stored: dict) -> nn.Module:
         if isinstance(value, (list, tuple, dict)) and len(value) > len(stored):
             raise CheckpointError(f"{path}: option {key}= has {len(value):,} entries, more than the "
                                   f"{len(stored)} stored tensors could fill")
+        problem = _option_problem(name, key, value)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
     try:
         with torch.device("meta"):
             shell = get_model(name, **options)

@@ -202,6 +202,115 @@ def test_every_registry_model_loads_through_the_meta_check(name: str, tmp_path: 
         assert torch.equal(value, loaded.state_dict()[key])
 
 
+def _crafted(tmp_path: Path, name: str = "crafted.pth", **changes: object) -> Path:
+    """A real checkpoint with some fields replaced (what an attacker or a broken tool could write)."""
+    good = _save(tmp_path / "good.pth", "classic")
+    return _rewrite(good, tmp_path / name, **changes)
+
+
+@pytest.fixture
+def no_torch_load(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every call to torch.load: a file refused before it is materialised never reaches it."""
+    calls: list[str] = []
+    real = ck.torch.load
+
+    def spy(f: object, *args: object, **kwargs: object) -> object:
+        calls.append(str(f))
+        return real(f, *args, **kwargs)
+
+    monkeypatch.setattr(ck.torch, "load", spy)
+    return calls
+
+
+@pytest.mark.parametrize("field", ["hparams", "extra"])
+@pytest.mark.parametrize("kind", ["bytes", "text", "list"])
+def test_large_fields_are_refused_before_they_are_loaded(field: str, kind: str, tmp_path: Path,
+                                                         no_torch_load: list[str]) -> None:
+    """The weights are 87 kB; a field may not make loading take many times more (torch lets bytes through)."""
+    value = {"bytes": b"x" * 20_000_000, "text": "x" * 20_000_000, "list": list(range(2_000_000))}[kind]
+    crafted = _crafted(tmp_path, **{field: {"payload": value}})
+    no_torch_load.clear()
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(crafted)
+    assert "\n" not in str(info.value) and no_torch_load == []  # refused from its pickle's opcodes, unrun
+    assert "MiB" in str(info.value) or "operations" in str(info.value) or "characters" in str(info.value)
+
+
+def _shared(depth: int) -> list:
+    """A list holding the same list twice, ``depth`` times over: 2**depth leaves from a tiny pickle."""
+    node: list = [1]
+    for _ in range(depth):
+        node = [node, node]
+    return node
+
+
+def _self_referencing() -> list:
+    loop: list = []
+    loop.append(loop)
+    return loop
+
+
+def _nested(depth: int) -> list:
+    node: list = []
+    for _ in range(depth):
+        node = [node]
+    return node
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda: {"extra": {"x": _shared(20)}}, "twice"),  # the field walk visits each object once (it exploded)
+    (lambda: {"extra": {"x": _self_referencing()}}, "twice"),
+    (lambda: {"hparams": {"x": _self_referencing()}}, "twice"),
+    (lambda: {"history": {"val_acc": _self_referencing()}}, "twice"),
+    (lambda: {"extra": {"x": _nested(100)}}, "deep"),
+    (lambda: {"mean": 10**400}, "out of range"),
+    (lambda: {"history": {"val_acc": [0.5, -(10**30)]}}, "out of range"),
+    (lambda: {"epoch": 10**12}, "epoch"),
+    (lambda: {"hparams": {"epochs": "ten"}}, "epochs"),
+    (lambda: {"extra": {"x": b"abc"}}, "bytes"),
+], ids=["shared", "self-ref extra", "self-ref hparams", "self-ref history", "deep", "huge mean", "huge history",
+        "epoch", "hparams type", "bytes"])
+def test_crafted_structures_are_one_line(make, words: str, tmp_path: Path) -> None:
+    sys.setrecursionlimit(10_000)  # pickling a 100-deep list needs it; loading must not
+    crafted = _crafted(tmp_path, **make())
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_checkpoint(crafted)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("options", "words"), [
+    ({"first_bn": "False"}, "first_bn"),  # a string where the model takes true or false: it was truthy
+    ({"first_bn": 1}, "first_bn"),
+    ({"hidden": 64.0}, "hidden"),
+    ({"hidden": True}, "hidden"),
+])
+def test_options_of_the_wrong_type_are_refused(options: dict, words: str, tmp_path: Path, builds: list[str]) -> None:
+    good = _save(tmp_path / "good.pth", "classic-bn")  # first_bn=True, hidden=64: the weights fit either way
+    crafted = _rewrite(good, tmp_path / "crafted.pth", options=options)
+    with pytest.raises(CheckpointError, match=words) as info:
+        load_checkpoint(crafted)
+    assert "\n" not in str(info.value) and builds == []
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export", "app"])
+def test_every_command_refuses_a_crafted_structure_in_one_line(command: str, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    crafted = _crafted(tmp_path, "best_model_20240101_000000.pth", extra={"x": _self_referencing()})
+    if command == "app":
+        from mnistlib.apps import webapp
+
+        with pytest.raises(webapp.AppModelError) as info:
+            webapp.load_app_model(crafted)
+        assert "twice" in str(info.value) and "\n" not in str(info.value)
+        return
+    argv = {"predict": ["predict", str(crafted), str(tmp_path / "good.pth")],
+            "evaluate": ["evaluate", str(crafted), "--device", "cpu"],
+            "export": ["export", str(crafted), "--onnx", str(tmp_path / "m.onnx")]}[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "twice" in err
+
+
 # --------------------------------------------------------------------------- 4. one line and exit 2
 
 
