@@ -17,6 +17,7 @@ compared with the stored weights, and only a model that the stored weights fill 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import math
 import re
 from collections.abc import Mapping
@@ -257,7 +258,9 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
         "extra": plain(dict(extra or {})),
     }
-    return files.atomic_write(path, lambda tmp: torch.save(payload, str(tmp)))
+    buffer = io.BytesIO()  # serialised first: then a full disk is Python's plain OSError (ENOSPC), not torch's
+    torch.save(payload, buffer)  # "[enforce fail at inline_container.cc] unexpected pos"
+    return files.write_bytes(path, buffer.getbuffer())
 
 
 # --------------------------------------------------------------------------- rebuilding, bounded

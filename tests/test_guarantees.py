@@ -16,12 +16,14 @@ import errno
 import io
 import os
 import pickle
+import shutil
 import signal
 import stat
 import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -378,11 +380,50 @@ def test_a_corrupt_data_root_is_one_line_naming_the_file(tmp_path: Path, raw_dir
     assert len(err.strip().splitlines()) == 1 and TEST_LABELS in err and "0–9" in err
 
 
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system with 60 kB free: a 2 MB tmpfs, nearly filled (needs root; skipped elsewhere)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode(errors='replace').strip()[:100]}")
+    try:
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        (mount / "filler").write_bytes(b"\0" * (free - 60_000))
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_is_one_line_for_every_command(full_disk: Path, data_root: Path, tmp_path: Path) -> None:
+    """Real processes writing onto a real full file system: one error: line each, and nothing half-written."""
+    ckpt = _save(tmp_path / "m.pth")  # 420 kB of weights: more than is free
+    env = {**os.environ, "MNISTLIB_DATA": str(data_root), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           "MPLBACKEND": "Agg", "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    commands = {
+        "train": ["train", "--model", "batchnorm", "--epochs", "1", "--subset", "64", "--device", "cpu", "--quiet",
+                  "--checkpoint-dir", str(full_disk / "ckpt")],
+        "export": ["export", str(ckpt), "--onnx", str(full_disk / "m.onnx")],
+    }
+    if shutil.which("npm"):
+        commands["page"] = ["export", str(ckpt), "--web", str(full_disk / "site")]
+    runs = {name: subprocess.Popen([sys.executable, "-m", "mnistlib", *argv], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True) for name, argv in commands.items()}
+    for name, proc in runs.items():
+        _, err = proc.communicate(timeout=HANG_S)
+        assert proc.returncode == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (name, err)
+        assert "No space left" in err, (name, err)
+    left = sorted(str(p.relative_to(full_disk)) for p in full_disk.rglob("*"))
+    assert left in (["ckpt", "filler"], ["filler"]), left  # at most the empty checkpoint folder
+
+
 # --------------------------------------------------------------------------- 1 and 5. kill a real run
 
 #: Runs the CLI with a pause at a moment the test can see, which lasts until a signal arrives: nothing here
 #: depends on how fast the machine is. $KILLTEST_SLOW_SAVE: epoch 2's best checkpoint (over epoch 1's) is
-#: half-written when the file appears; $KILLTEST_TRAINING: epoch 2's first batch is done (epoch 1 is saved).
+#: half-written in its temporary file when the flag appears; $KILLTEST_TRAINING: epoch 2's first batch is
+#: done (epoch 1 is saved).
 HOOK = r"""
 import os, signal, sys, time
 received = []
@@ -400,17 +441,17 @@ def pause_until_signalled(flag):
     deadline = time.monotonic() + 900
     while not received and time.monotonic() < deadline:
         time.sleep(0.01)
-import torch
-real_save, saves = torch.save, []
-def slow_save(obj, f, *args, **kwargs):
-    saves.append(f)
-    real_save(obj, f, *args, **kwargs)
+import pathlib
+real_write, saves = pathlib.Path.write_bytes, []
+def slow_write(self, data):
+    if not (self.name.endswith(".part") and "_model_" in self.name):
+        return real_write(self, data)
+    saves.append(self.name)
     if len(saves) == 3 and os.environ.get("KILLTEST_SLOW_SAVE"):  # epoch 1 wrote best and final; epoch 2's best
-        with open(f, "r+b") as fh:
-            fh.truncate(os.path.getsize(f) // 2)
+        real_write(self, bytes(data)[: len(data) // 2])
         pause_until_signalled(os.environ["KILLTEST_SLOW_SAVE"])
-        real_save(obj, f, *args, **kwargs)
-torch.save = slow_save
+    return real_write(self, data)
+pathlib.Path.write_bytes = slow_write
 import mnistlib.callbacks as cb
 real_after_batch = cb.StopOnInterrupt.after_batch
 def after_batch(self, state):
