@@ -1,13 +1,17 @@
 """The guarantees the README promises, each exercised the way a hostile or careless user would:
 
 1. checkpoints are written atomically and every one left behind loads, however a run is stopped
-   (SIGINT, SIGTERM, SIGKILL at several moments of a real ``train`` run);
+   (SIGINT, SIGTERM, SIGKILL at several moments of a real ``train`` run, each moment one the run
+   shows — a file it creates — never a guessed delay);
 2. a checkpoint is never unpickled as code (payloads that would create a file are refused, and
    the file is never created);
-3. a checkpoint never allocates beyond what its weights need (the real model is never built from
-   a crafted file: shown by construction, with a spy, not by timing);
-4. bad input to the command line gets one line and exit code 2 (the checkpoint and data parts);
-5. nothing half-written is left after the next start (``clean_stale`` removes what killed runs left).
+3. loading a checkpoint is bounded (the real model is never built from a crafted file: shown by
+   construction, with a spy, not by timing; large, shared, self-referencing, deep or out-of-range
+   fields are refused, the large ones before ``torch.load`` runs);
+4. bad input to the command line gets one line and exit code 2 (the checkpoint and data parts, and a
+   real full file system);
+5. nothing half-written is left after the next start (``clean_stale`` removes what killed runs left),
+   and an atomic write replaces only a regular file.
 """
 
 from __future__ import annotations
