@@ -194,7 +194,9 @@ def plot_history(history: object, target_accuracy: float | None = None) -> Figur
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as an image (creating folders), atomically: never half an image; returns the path."""
+    """Save ``fig`` as an image (creating folders), atomically: never half an image (and the temporary a killed
+    save left is removed); returns the path."""
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
+    files.clean_stale(path.parent, targets=lambda name: name == files.temp_target(path.name))  # a killed save's
     return files.atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))

@@ -395,3 +395,20 @@ def test_two_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
     listed = {s.path.name for s in samples}
     assert len(listed) == 2 * n and listed == {p.name for p in (folder / "pad").iterdir()}  # no PNG unlisted
     assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # the lock is gone too
+
+
+def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(store) -> None:
+    """A save killed (SIGKILL) mid-write leaves a hidden temporary; the next save removes it."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = safefiles.owner_tag().split("-")[1]
+    left = [store.folder / f".manifest.jsonl.{dead.pid}-{host}.abc123.part",
+            store.folder / "pad" / f".00003_4.png.{dead.pid}-{host}.abc123.part"]
+    for path in left:
+        path.write_bytes(b"half")
+    store.add_drawing(example_strokes("1"), 1)
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in (store.folder / "pad").iterdir()) == ["00001_7.png", "00002_1.png", "00003_1.png"]

@@ -37,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from mnistlib import config
-from mnistlib._support.files import hold_lock, write_bytes
+from mnistlib._support.files import clean_stale, hold_lock, write_bytes
 from mnistlib._support.images import MAX_PIXELS
 from mnistlib.drawing import DrawingError, prepare_digit
 from mnistlib.strokes import StrokeList, Strokes, rasterize
@@ -225,12 +225,18 @@ class HandwritingStore:
         pixels = _png(255 - rasterize(plain, size, brush))  # black on white
         (self.folder / DRAWINGS).mkdir(parents=True, exist_ok=True)
         with hold_lock(self.folder / LOCK):  # another process saving now waits: no number taken twice
+            self._clean_stale()
             name = f"{DRAWINGS}/{self._next_number():05d}_{label}.png"
             write_bytes(self.folder / name, pixels)
             entry = {"file": name, "label": label, "size": int(size), "brush": float(brush),
                      "saved": _dt.datetime.now().isoformat(timespec="seconds"), "strokes": plain}
             self._write_lines([*self._lines(), json.dumps(entry)])
         return Sample(label, self.folder / name, "pad", plain)
+
+    def _clean_stale(self) -> None:
+        """Remove the temporaries that saves killed mid-write left (their process no longer exists)."""
+        clean_stale(self.folder, targets=lambda name: name == MANIFEST)
+        clean_stale(self.folder / DRAWINGS, targets=lambda name: name.endswith(".png"))
 
     def _write_lines(self, lines: list[str]) -> None:
         """Replace the manifest with ``lines``, atomically (hold the lock)."""
