@@ -19,4 +19,13 @@ Around the lessons: :mod:`mnistlib.course` (exercises, quizzes, the book, measur
 ``course``} — as ``lint-imports`` checks.
 """
 
+import sys as _sys
+
+if _sys.argv[:1] == ["-m"]:
+    # `python -m …` is still locating its module: from here on, before any slow import, Ctrl-C gives one
+    # line instead of a traceback (for the command line and the app only: see mnistlib._support.signals).
+    from mnistlib._support.signals import quiet_startup as _quiet_startup
+
+    _quiet_startup(("mnistlib", "mnistlib.apps.webapp"))
+
 __version__ = "0.1.0"

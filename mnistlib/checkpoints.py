@@ -17,6 +17,7 @@ compared with the stored weights, and only a model that the stored weights fill 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import math
 import re
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ from torch import nn
 from ._support import files
 from ._support.checkpoint_file import CheckpointError, field_problem, read_checkpoint_file, repeated_bytes
 from .config import checkpoint_dir
-from .models import get_model
+from .models import get_model, model_options
 
 __all__ = [
     "FORMAT",
@@ -164,13 +165,14 @@ def release_stamp(stamp: str, folder: str | Path | None = None) -> None:
 
 def clean_stale(folder: str | Path | None = None) -> list[Path]:
     """Remove what killed runs left in ``folder`` (default: the checkpoint folder): half-written
-    ``.…pth.….part`` temporaries and the ``.run_*.lock`` markers of runs that no longer exist.
+    ``.…pth.….part`` temporaries (and those of the run's figures) and the ``.run_*.lock`` markers of runs
+    that no longer exist.
 
     Call it when a run starts. It never removes a file of a live run on this machine (see
     :mod:`mnistlib._support.files` for the rule); returns the paths removed.
     """
     folder = Path(folder) if folder is not None else checkpoint_dir()
-    return files.clean_stale(folder, targets=lambda name: name.endswith(".pth"),
+    return files.clean_stale(folder, targets=lambda name: name.endswith((".pth", ".png")),  # checkpoints, figures
                              locks=lambda name: bool(_LOCK_RE.match(name)))
 
 
@@ -256,7 +258,9 @@ def save_checkpoint(
         "torch_version": str(torch.__version__),
         "extra": plain(dict(extra or {})),
     }
-    return files.atomic_write(path, lambda tmp: torch.save(payload, str(tmp)))
+    buffer = io.BytesIO()  # serialised first: then a full disk is Python's plain OSError (ENOSPC), not torch's
+    torch.save(payload, buffer)  # "[enforce fail at inline_container.cc] unexpected pos"
+    return files.write_bytes(path, buffer.getbuffer())
 
 
 # --------------------------------------------------------------------------- rebuilding, bounded
@@ -273,6 +277,35 @@ def _shape_problem(expected: Mapping[str, torch.Tensor], stored: Mapping[str, to
     return "; ".join(parts) or None
 
 
+def _option_problem(name: str, key: str, value: Any) -> str | None:
+    """Why a stored model option does not have the type of the model's own default (``first_bn="False"`` is
+    not ``False``: a string would be read as true); None when it has."""
+    try:
+        default = model_options(name)[key]
+    except (KeyError, ValueError):  # an unknown model or option: rebuilding the model says so
+        return None
+    whole = type(value) is int
+    if isinstance(default, bool):
+        ok, kind = type(value) is bool, "true or false"
+    elif isinstance(default, int):
+        ok, kind = whole, "a whole number"
+    elif isinstance(default, float):
+        ok, kind = whole or (type(value) is float and math.isfinite(value)), "a finite number"
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list)) and all(type(v) is int for v in value)
+        kind = "a list of whole numbers"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "text"
+    else:
+        return None
+    return None if ok else f"option {key}={_short(value)} of model {name!r} should be {kind} (default {default!r})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _build(path: Path, name: str, options: dict, stored: dict) -> nn.Module:
     """The named model with the stored weights, built for real only once a ``meta``-device twin
     (no memory) has shown that the stored weights fill it exactly."""
@@ -280,6 +313,9 @@ def _build(path: Path, name: str, options: dict, stored: dict) -> nn.Module:
         if isinstance(value, (list, tuple, dict)) and len(value) > len(stored):
             raise CheckpointError(f"{path}: option {key}= has {len(value):,} entries, more than the "
                                   f"{len(stored)} stored tensors could fill")
+        problem = _option_problem(name, key, value)
+        if problem:
+            raise CheckpointError(f"{path}: {problem}")
     try:
         with torch.device("meta"):
             shell = get_model(name, **options)

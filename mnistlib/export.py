@@ -8,19 +8,17 @@ on 1,000 test images. :func:`quantize_int8` makes a smaller int8 copy with onnxr
 quantisation, calibrated on training images only.
 
 Every problem with the input (a bad checkpoint, a path that cannot be written, a model that does
-not export) raises :class:`ExportError`, whose message is one line.
+not export) raises :class:`ExportError`, whose message is one line. Files are written whole or not at
+all (a temporary beside the target, renamed into place; temporaries of exports that were killed are
+removed by the next one), and only a regular file is ever replaced.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
-import os
 import platform
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._support import files
 from ._support.quiet import first_line, quiet_output, root_cause_line
 from .devices import eval_mode, model_device
 
@@ -39,9 +38,11 @@ __all__ = [
     "OnnxModule",
     "TrainingImagesReader",
     "calibration_images",
+    "check_output",
     "check_parity",
     "export_onnx",
     "load_onnx",
+    "model_bytes",
     "onnx_session",
     "quantize_int8",
     "run_onnx",
@@ -53,6 +54,8 @@ OUTPUT_NAME = "logits"  #: … and its output: [N, 10] raw scores
 PARITY_IMAGES = 1_000  #: test images on which onnxruntime must agree with PyTorch
 PARITY_TOLERANCE = 1e-3  #: largest logit difference accepted (float32 rounding gives ~1e-6)
 CALIBRATION_IMAGES = 1_000  #: training images that calibrate the int8 ranges
+MAX_CALIBRATION = 55_000  #: the training split's size: calibration never draws from validation or test images
+MAX_ONNX_BYTES = 256 * 1024 * 1024  #: an ONNX file larger than this is refused unread (an MNIST model is < 2 MB)
 META = "mnistlib."  #: prefix of the metadata keys written into the ONNX file
 
 
@@ -128,29 +131,44 @@ class Int8Report:
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _atomic_output(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed onto it (fsynced, umask respected) if the block succeeds."""
+def check_output(path: str | Path) -> Path:
+    """``path`` as a place an exported file may go, or :class:`ExportError` in one line: not a folder, not
+    something that is not a regular file (a device, a FIFO), not a name the file system refuses."""
     path = Path(path).expanduser()
-    if path.is_dir():
-        raise ExportError(f"cannot write {path}: it is a folder (give a file name ending in .onnx)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part.onnx")
-        os.close(fd)
+        if path.is_dir():
+            raise ExportError(f"cannot write {path}: it is a folder (give a file name ending in .onnx)")
+        files.check_replaceable(path)
+        if path.parent.exists() and not path.parent.is_dir():
+            raise ExportError(f"cannot write {path}: {path.parent} is a file, not a folder")
+    except OSError as exc:  # not a regular file, a name too long, no permission to look
+        raise ExportError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
+    return path
+
+
+def _write_model(path: Path, data: bytes) -> None:
+    """Write an ONNX model's bytes to ``path`` atomically, after removing what killed exports left beside it."""
+    try:
+        files.clean_stale(path.parent, targets=lambda name: name.endswith(".onnx"))
+        files.atomic_write(path, lambda tmp: tmp.write_bytes(data), suffix=".onnx")
+    except OSError as exc:  # a full disk, a read-only folder…
+        raise ExportError(f"cannot write {path}: {exc.strerror or first_line(exc)}") from None
+
+
+def model_bytes(source: str | Path | bytes) -> bytes:
+    """An ONNX model's bytes (read from a file, refused when it is larger than :data:`MAX_ONNX_BYTES`)."""
+    if isinstance(source, bytes):
+        return source
+    path = Path(source).expanduser()
+    try:
+        size = path.stat().st_size
+        if size > MAX_ONNX_BYTES:
+            raise ExportError(f"{path}: {size:,} bytes, more than the {MAX_ONNX_BYTES:,} an ONNX model may have here")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ExportError(f"{path}: no such file") from None
     except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from None
 
 
 def _load_checkpoint(source: Any) -> Any:
@@ -178,11 +196,11 @@ def _metadata(ckpt: Any) -> dict[str, str]:
     }
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The ``mnistlib.*`` metadata stored in an ONNX file (keys without the prefix)."""
+def read_metadata(path: str | Path | bytes) -> dict[str, str]:
+    """The ``mnistlib.*`` metadata stored in an ONNX file or model bytes (keys without the prefix)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load_model_from_string(model_bytes(path))
     return {p.key[len(META):]: p.value for p in model.metadata_props if p.key.startswith(META)}
 
 
@@ -259,8 +277,9 @@ class TrainingImagesReader:
 # --------------------------------------------------------------------------------------------
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session for an ONNX file (``threads``: intra-op threads, None: its default)."""
+def onnx_session(path: str | Path | bytes, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for an ONNX file or model bytes (``threads``: intra-op threads, None: its
+    default). The bytes are handed over, so any file name works, UTF-8 or not."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -268,15 +287,18 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    data = model_bytes(path)
+    where = "the model" if isinstance(path, bytes) else str(path)
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/… kinds
-        raise ExportError(f"{path}: onnxruntime cannot load it: {first_line(exc)}") from None
+        raise ExportError(f"{where}: onnxruntime cannot load it: {first_line(exc)}") from None
 
 
 def run_onnx(session: Any, x: np.ndarray, batch: int = 1_000) -> np.ndarray:
-    """Logits of an onnxruntime session (or an ONNX path) for a normalised batch, ``batch`` at a time."""
-    if isinstance(session, (str, Path)):
+    """Logits of an onnxruntime session (or an ONNX path or model bytes) for a normalised batch, ``batch`` at a
+    time."""
+    if isinstance(session, (str, Path, bytes)):
         session = onnx_session(session)
     chunks = [session.run(None, {INPUT_NAME: x[i : i + batch]})[0] for i in range(0, len(x), batch)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 10), np.float32)
@@ -301,10 +323,15 @@ class OnnxModule(nn.Module):
 def load_onnx(path: str | Path) -> tuple[OnnxModule, dict[str, str]]:
     """An exported file as an :class:`OnnxModule` and its ``mnistlib.*`` metadata (mean, std, model)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise ExportError(f"{path}: no such file")
+    try:
+        if not path.is_file():
+            raise ExportError(f"{path}: no such file")
+    except OSError as exc:  # a name too long for the file system
+        raise ExportError(f"{path}: {exc.strerror or first_line(exc)}") from None
     try:
         meta = read_metadata(path)
+    except ExportError:
+        raise
     except Exception as exc:  # a protobuf DecodeError for anything that is not ONNX
         raise ExportError(f"{path}: not an ONNX file ({first_line(exc)})") from None
     return OnnxModule(path), meta
@@ -320,8 +347,8 @@ def _cpu_model(model: nn.Module) -> nn.Module:
     return model if model_device(model).type == "cpu" else copy.deepcopy(model).to("cpu")
 
 
-def _export_to(model: nn.Module, name: str, path: Path, metadata: dict[str, str]) -> None:
-    """PyTorch's (dynamo) exporter: eval mode, dynamic batch, one file with the weights inside."""
+def _export_bytes(model: nn.Module, name: str, metadata: dict[str, str]) -> bytes:
+    """PyTorch's (dynamo) exporter: eval mode, dynamic batch, one model with the weights inside, as bytes."""
     example = (torch.zeros(2, 1, 28, 28),)
     try:
         with eval_mode(model), quiet_output():
@@ -332,23 +359,23 @@ def _export_to(model: nn.Module, name: str, path: Path, metadata: dict[str, str]
     except Exception as exc:
         raise ExportError(f"model {name!r} does not export to ONNX: {root_cause_line(exc)}") from None
     program.model.metadata_props.update(metadata)
-    program.save(str(path), external_data=False)
+    return program.model_proto.SerializeToString()
 
 
-def _opset(path: Path) -> int:
+def _opset(data: bytes) -> int:
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = onnx.load_model_from_string(data)
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def check_parity(path: str | Path, model: nn.Module, x: np.ndarray, name: str = "") -> ExportReport:
+def check_parity(path: str | Path | bytes, model: nn.Module, x: np.ndarray, name: str = "") -> ExportReport:
     """Run ``x`` through onnxruntime (in batches of 1, 37 and the rest) and PyTorch; compare.
 
-    Uneven batch sizes also prove the batch dimension is dynamic.
+    ``path`` is an ONNX file or the model's bytes. Uneven batch sizes also prove the batch dimension is dynamic.
     """
-    path = Path(path)
-    session = onnx_session(path)
+    data = model_bytes(path)
+    session = onnx_session(data)
     sizes = tuple(s for s in (1, 37, len(x) - 38) if s > 0)
     starts = np.cumsum((0, *sizes))
     got = np.concatenate([run_onnx(session, x[a:b], batch=len(x)) for a, b in zip(starts[:-1], starts[1:],
@@ -356,10 +383,10 @@ def check_parity(path: str | Path, model: nn.Module, x: np.ndarray, name: str = 
     with eval_mode(model), torch.inference_mode():
         want = model(torch.from_numpy(x).to(model_device(model))).float().cpu().numpy()
     return ExportReport(
-        path=path, model=name, n_images=len(x),
+        path=Path() if isinstance(path, bytes) else Path(path), model=name, n_images=len(x),
         same_predictions=int((got.argmax(1) == want.argmax(1)).sum()),
         max_abs_diff=float(np.abs(got - want).max()) if len(x) else 0.0,
-        batch_sizes=sizes, file_bytes=path.stat().st_size, opset=_opset(path),
+        batch_sizes=sizes, file_bytes=len(data), opset=_opset(data),
     )  # fmt: skip
 
 
@@ -371,18 +398,18 @@ def export_onnx(checkpoint: Any, out: str | Path, *, n_check: int = PARITY_IMAGE
     :data:`PARITY_TOLERANCE`; otherwise :class:`ExportError` says what differed and nothing is written.
     """
     ckpt = _load_checkpoint(checkpoint)
+    out = check_output(out)
     model = _cpu_model(ckpt.model)
     x, _ = test_images(n_check, ckpt.mean, ckpt.std)
-    out = Path(out).expanduser()
-    with _atomic_output(out) as tmp:
-        _export_to(model, ckpt.name, tmp, _metadata(ckpt))
-        report = check_parity(tmp, model, x, ckpt.name)
-        if not report.ok:
-            raise ExportError(
-                f"the ONNX model of {ckpt.name!r} disagrees with PyTorch: same digit for {report.same_predictions:,} "
-                f"of {report.n_images:,} test images, largest logit difference {report.max_abs_diff:.2e} "
-                f"(allowed {PARITY_TOLERANCE:g}); nothing written"
-            )
+    data = _export_bytes(model, ckpt.name, _metadata(ckpt))
+    report = check_parity(data, model, x, ckpt.name)
+    if not report.ok:
+        raise ExportError(
+            f"the ONNX model of {ckpt.name!r} disagrees with PyTorch: same digit for {report.same_predictions:,} "
+            f"of {report.n_images:,} test images, largest logit difference {report.max_abs_diff:.2e} "
+            f"(allowed {PARITY_TOLERANCE:g}); nothing written"
+        )
+    _write_model(out, data)
     return dataclasses.replace(report, path=out)
 
 
@@ -417,38 +444,50 @@ def quantize_int8(
     training images (:class:`TrainingImagesReader`). ``reduce_range=None`` turns on 7-bit weights only
     on x86 CPUs without VNNI. ``n_test`` test images (None: all 10,000) score both files.
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    fp32_path = Path(fp32_path).expanduser()
-    _, meta = load_onnx(fp32_path)
+    if type(n_calibration) is not int or not 1 <= n_calibration <= MAX_CALIBRATION:
+        raise ValueError(f"n_calibration is the number of training images that calibrate int8, a whole number "
+                         f"from 1 to {MAX_CALIBRATION:,}; got {n_calibration!r}")
+    fp32_path, out = Path(fp32_path).expanduser(), check_output(out)
+    fp32 = model_bytes(fp32_path)
+    try:
+        meta = read_metadata(fp32)
+    except Exception as exc:  # a protobuf DecodeError for anything that is not ONNX
+        raise ExportError(f"{fp32_path}: not an ONNX file ({first_line(exc)})") from None
     mean, std = float(meta.get("mean", 0.1307)), float(meta.get("std", 0.3081))
     reduce_range = cpu_lacks_vnni() if reduce_range is None else reduce_range
     reader = TrainingImagesReader(n_calibration, mean, std, seed)
-    out = Path(out).expanduser()
-    with _atomic_output(out) as tmp, tempfile.TemporaryDirectory() as work:
-        prepared = Path(work) / "prepared.onnx"
-        try:
-            with quiet_output():
-                quant_pre_process(str(fp32_path), str(prepared))
-                quantize_static(
-                    str(prepared), str(tmp), reader,
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-                )  # fmt: skip
-        except Exception as exc:
-            raise ExportError(f"{fp32_path.name} could not be quantised: {first_line(exc)}") from None
-        _copy_metadata(fp32_path, tmp)
+    with files.work_folder("mnistlib-export") as work:  # onnxruntime's quantiser reads and writes named files
+        (work / "fp32.onnx").write_bytes(fp32)
+        int8 = _quantized(work, fp32_path.name, reader, reduce_range)
         x, labels = test_images(n_test, mean, std)
-        fp32_pred = run_onnx(fp32_path, x).argmax(1)
-        int8_pred = run_onnx(tmp, x).argmax(1)
-        int8_bytes = tmp.stat().st_size
+        fp32_pred, int8_pred = run_onnx(fp32, x).argmax(1), run_onnx(int8, x).argmax(1)
+    _write_model(out, int8)
     return Int8Report(
-        path=out, fp32_path=fp32_path, fp32_bytes=fp32_path.stat().st_size, int8_bytes=int8_bytes,
+        path=out, fp32_path=fp32_path, fp32_bytes=len(fp32), int8_bytes=len(int8),
         fp32_accuracy=float((fp32_pred == labels).mean()), int8_accuracy=float((int8_pred == labels).mean()),
         agreement=float((fp32_pred == int8_pred).mean()), n_test=len(labels),
         n_calibration=len(reader.indices), reduce_range=bool(reduce_range),
     )  # fmt: skip
+
+
+def _quantized(work: Path, name: str, reader: TrainingImagesReader, reduce_range: bool) -> bytes:
+    """``work/fp32.onnx`` quantised to int8 (static QDQ, per channel), its metadata carried over, as bytes."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    fp32, prepared, int8 = work / "fp32.onnx", work / "prepared.onnx", work / "int8.onnx"
+    try:
+        with quiet_output():
+            quant_pre_process(str(fp32), str(prepared))
+            quantize_static(
+                str(prepared), str(int8), reader,
+                quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
+            )  # fmt: skip
+    except Exception as exc:
+        raise ExportError(f"{name} could not be quantised: {first_line(exc)}") from None
+    _copy_metadata(fp32, int8)
+    return int8.read_bytes()
 
 
 def _copy_metadata(source: Path, target: Path) -> None:

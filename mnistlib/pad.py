@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import numbers
 import sys
 import time
 import traceback
@@ -29,6 +30,7 @@ import numpy as np
 from ipycanvas import Canvas, hold_canvas
 from PIL import Image
 
+from ._support.images import MAX_SIDE
 from .drawing import NOT_SURE_BELOW, DrawingError, Prediction, classify, model_and_normalisation, prepare_digit
 from .strokes import StrokeList, Strokes, rasterize
 
@@ -46,6 +48,28 @@ EMPTY_MESSAGE = "Draw a digit in the white square (mouse or finger)."
 NO_WIDGETS = "Drawing pad (if you read this, no widgets here: see 'No canvas?' in lesson 05)"
 
 Listener = Callable[[Prediction | None, str], None]
+MIN_SIZE = 28  #: the smallest canvas: MNIST's own 28×28
+
+
+def _number(value: Any, name: str, what: str, accepted: str, low: float, high: float, whole: bool = False) -> Any:
+    """``value`` when it is a number (a whole one if ``whole``) from ``low`` to ``high``; else a one-line
+    ValueError naming the argument, what it means and what it accepts."""
+    kind = numbers.Integral if whole else numbers.Real
+    if not isinstance(value, kind) or isinstance(value, bool) or not low <= value <= high:  # NaN fails too
+        raise ValueError(f"{name} ({what}) must be {accepted}, got {value!r}")
+    return value
+
+
+def check_canvas_options(size: Any, brush: Any, throttle: Any) -> tuple[int, float, float]:
+    """The canvas's ``size``, ``brush`` and ``throttle`` checked (a one-line ValueError for each that is out
+    of range), as int, float, float."""
+    size = int(_number(size, "size", "the canvas side in pixels", f"a whole number from {MIN_SIZE} to {MAX_SIDE}",
+                       MIN_SIZE, MAX_SIDE, whole=True))
+    brush = float(_number(brush, "brush", "the pen's width in canvas pixels",
+                          f"a number from 1 to half the canvas side ({size / 2:g})", 1, size / 2))
+    throttle = float(_number(throttle, "throttle", "seconds between live predictions while drawing",
+                             "a number of seconds, at least 0 (inf: only when the pen lifts)", 0, math.inf))
+    return size, brush, throttle
 
 
 def enable_colab_widgets() -> bool:
@@ -86,7 +110,7 @@ class DrawingCanvas(widgets.VBox):
         throttle: float = 0.15,
     ) -> None:
         self.predict = predict
-        self.size, self.brush, self.throttle = int(size), float(brush), float(throttle)
+        self.size, self.brush, self.throttle = check_canvas_options(size, brush, throttle)
         self.strokes = Strokes()
         self.prediction: Prediction | None = None
         self.message = EMPTY_MESSAGE
@@ -341,13 +365,18 @@ class DigitPad(widgets.VBox):
     ``model`` is a Checkpoint (``load_or_train()``, ``load_checkpoint(path)``) or an ``nn.Module``
     with ``mean``/``std``. Below ``threshold`` the pad says it is not sure. Draw with the mouse or a
     finger, or from code with :meth:`draw_strokes`; the last answer is in ``pad.prediction``.
+    ``size`` is 28–2048 pixels, ``brush`` 1 to half of it, ``throttle`` at least 0 seconds and
+    ``threshold`` 0–1: anything else is a one-line ``ValueError`` naming the argument.
     """
 
     def __init__(self, model: Any, *, mean: float | None = None, std: float | None = None,
                  size: int = 280, brush: float = 20.0, throttle: float = 0.15,
                  threshold: float = NOT_SURE_BELOW) -> None:
+        check_canvas_options(size, brush, throttle)  # before the model is even looked at
+        threshold = float(_number(threshold, "threshold", "below it the pad says it is not sure",
+                                  "a probability from 0 to 1", 0, 1))
         net, mean, std = model_and_normalisation(model, mean, std)
-        self.model, self.mean, self.std, self.threshold = net, mean, std, float(threshold)
+        self.model, self.mean, self.std, self.threshold = net, mean, std, threshold
         self.drawing = DrawingCanvas(self._predict, size=size, brush=brush, throttle=throttle)
         self.view = PredictionView()
         self.drawing.on_update(self.view.show)

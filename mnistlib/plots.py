@@ -14,6 +14,8 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from ._support import files
+
 
 def image_grid(
     images: torch.Tensor | Sequence,
@@ -192,8 +194,9 @@ def plot_history(history: object, target_accuracy: float | None = None) -> Figur
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Save ``fig`` as an image (creating folders); returns the path."""
+    """Save ``fig`` as an image (creating folders), atomically: never half an image (and the temporary a killed
+    save left is removed); returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    files.clean_stale(path.parent, targets=lambda name: name == files.temp_target(path.name))  # a killed save's
+    return files.atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight"))

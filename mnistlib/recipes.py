@@ -26,7 +26,7 @@ from .models import get_model
 from .training import History, fit
 
 __all__ = ["Recipe", "RECIPES", "SEED_RECIPES", "get_recipe", "make_optimizer", "make_schedule", "train", "Trained",
-           "OPTIMIZERS", "SCHEDULERS", "RUN_SETTINGS", "load_or_train"]
+           "OPTIMIZERS", "SCHEDULERS", "RUN_SETTINGS", "RESUME_KEEPS", "load_or_train"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "step", "plateau", "onecycle")
@@ -270,12 +270,34 @@ def _load(resume: str | Path | Checkpoint | None) -> Checkpoint | None:
     return load_checkpoint(resume)
 
 
+#: What a resumed run keeps from its checkpoint, so that it continues exactly as if it had never stopped
+#: (the optimizer's moments, the schedule's steps, the batches and the data all depend on them). ``epochs``,
+#: ``target_accuracy``, the device and where checkpoints go may change.
+RESUME_KEEPS = ("optimizer", "optimizer_options", "scheduler", "scheduler_options", "lr", "batch_size", "augment",
+                "channels_last", "patience", "seed", "subset")
+
+
+def _resume_changes(ckpt: Checkpoint, given: dict) -> list[str]:
+    """What ``given`` would change of the run stored in ``ckpt`` (see :data:`RESUME_KEEPS`), in words."""
+    recipe = Recipe.from_checkpoint(ckpt)
+    changes = []
+    for key in RESUME_KEEPS:
+        had = getattr(recipe, key) if hasattr(recipe, key) else ckpt.hparams.get(key, RUN_SETTINGS[key])
+        if key in given and given[key] != had:
+            changes.append(f"its {key} {had!r} (not {given[key]!r})")
+    return changes
+
+
 def _resume_overrides(ckpt: Checkpoint, overrides: dict) -> dict:
     """Resuming: the original run's seed, subset and tag, and ``epochs`` means epochs *more* — by default
-    those the original run had left."""
+    those the original run had left. What would make it continue differently is refused (ValueError)."""
     given = {k: v for k, v in overrides.items() if k != "resume"}
     if any(k in given for k in ("model", "model_options")):
         raise ValueError("a resumed run keeps the checkpoint's model: model and model_options cannot change")
+    changes = _resume_changes(ckpt, given)
+    if changes:
+        raise ValueError(f"a resumed run continues exactly as it was trained, so it keeps {'; '.join(changes)}: "
+                         "only the epochs, the target accuracy, the device and where checkpoints go can change")
     kept = {k: ckpt.hparams[k] for k in ("seed", "subset", "tag") if ckpt.hparams.get(k) is not None}
     if "epochs" not in given:
         left = int(ckpt.hparams.get("epochs") or 0) - ckpt.epoch

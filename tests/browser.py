@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
+
+from waiting import PAGE_S
+
+with contextlib.suppress(ImportError):  # Playwright's assertions wait for what they check: let a busy machine be slow
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=PAGE_S * 1000)
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Flags that work here (PITFALLS): no sandbox as root, and none of Chromium's own traffic to the internet.

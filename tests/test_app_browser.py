@@ -22,14 +22,15 @@ from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, screenshot_model
+from waiting import PAGE_S
 
 from mnistlib.strokes import example_strokes
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER_START_S = 60
-PREDICTION_MS = 30_000
+SERVER_START_S = PAGE_S
+PREDICTION_MS = PAGE_S * 1000
 CANVAS = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 IDLE = "[data-testid=stApp][data-test-script-state=notRunning]"
 

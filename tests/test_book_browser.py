@@ -27,12 +27,12 @@ import nbformat
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS
 from run_lessons import missing_figures
+from waiting import PAGE_S
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK_LESSONS = ("01_data_and_augmentation.ipynb", "02_architecture.ipynb")
-PAGE_S = 30
 
 
 def _executed_folder() -> Path | None:

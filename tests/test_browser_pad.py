@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, screenshot_model
 from PIL import Image
+from waiting import HANG_S, PAGE_S
 
 from mnistlib.strokes import example_strokes, rasterize
 
@@ -76,9 +77,9 @@ from mnistlib.recipes import load_or_train
 
 pad = CollectingPad(load_or_train(), store=Path({folder!r}))
 pad"""
-SERVER_START_S = 90
-NOTEBOOK_RUN_S = 240  # a quick model is trained first when there is no checkpoint to copy
-PREDICTION_S = 30
+SERVER_START_S = PAGE_S
+NOTEBOOK_RUN_S = HANG_S  # a quick model is trained first when there is no checkpoint to copy
+PREDICTION_S = PAGE_S
 
 
 

@@ -70,15 +70,13 @@ def test_model_without_registry_name_needs_one(tmp_path: Path) -> None:
 def test_interrupted_write_leaves_previous_file_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _save(tmp_path / "best_model_20240101_120000.pth")
     before = path.read_bytes()
-    real_save = torch.save
+    real_write = Path.write_bytes
 
-    def half_then_crash(obj: object, f: str | os.PathLike) -> None:
-        real_save(obj, f)
-        with open(f, "r+b") as fh:  # a half-written file…
-            fh.truncate(os.path.getsize(f) // 2)
+    def half_then_crash(self: Path, data: bytes) -> int:
+        real_write(self, bytes(data)[: len(data) // 2])  # a half-written file…
         raise KeyboardInterrupt  # …and the run dies
 
-    monkeypatch.setattr(ck.torch, "save", half_then_crash)
+    monkeypatch.setattr(Path, "write_bytes", half_then_crash)
     with pytest.raises(KeyboardInterrupt):
         _save(path, get_model("batchnorm", hidden=16))
     assert path.read_bytes() == before

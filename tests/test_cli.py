@@ -6,6 +6,7 @@ two run as real subprocesses to check the module entry point and its exit codes.
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from waiting import HANG_S
 
+from mnistlib._support import files as safefiles
 from mnistlib.apps.cli import main
 from mnistlib.checkpoints import load_checkpoint
 
@@ -173,7 +176,7 @@ def test_resume_from_cli(trained: Path, tmp_path: Path, capsys: pytest.CaptureFi
 def test_module_entry_point_exit_codes(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     bad = subprocess.run([sys.executable, "-m", "mnistlib", "evaluate", str(tmp_path / "none.pth")], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=180)
+                         env=env, capture_output=True, text=True, timeout=HANG_S)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "Traceback" not in bad.stderr
 
@@ -260,3 +263,78 @@ def test_predict_says_not_sure_below_the_threshold(trained: Path, digits: list[P
     assert "not sure — maybe" in capsys.readouterr().out
     assert main(["predict", best, str(digits[0]), "--threshold", "0"]) == 0  # everything is
     assert "not sure" not in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- issue-30 inputs: paths, full disks, resumed runs
+
+
+def _enospc(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("extra", [["--optimizer", "sgd"], ["--scheduler", "onecycle"], ["--batch-size", "16"],
+                                   ["--lr", "0.5"], ["--subset", "100"], ["--seed", "3"], ["--augment", "rotate5"]])
+def test_resume_refuses_to_change_how_the_run_trains(extra: list[str], trained: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    """Exact resume: the optimizer (and its moments), schedule, batches and data are the checkpoint's."""
+    final = str(_only(trained, "final_model_*.pth"))
+    assert main(["train", "--resume", final, "--epochs", "1", "--device", "cpu", "--checkpoint-dir", str(tmp_path),
+                 "--quiet", *extra]) == 2
+    err = _one_line_error(capsys)
+    assert "resumed run" in err and extra[1] in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_over_long_names_are_one_line(trained: Path, digits: list[Path], tmp_path: Path,
+                                      capsys: pytest.CaptureFixture) -> None:
+    long = tmp_path / ("x" * 300)  # longer than any file system allows for one name
+    for flag in ("--checkpoint-dir", "--figures"):
+        assert main(["train", "--model", "classic", "--epochs", "1", "--subset", "64", "--device", "cpu", "--quiet",
+                     flag, str(long / "sub")]) == 2
+        assert "too long" in _one_line_error(capsys)
+    best = str(_only(trained, "best_model_*.pth"))
+    for argv in (["evaluate", str(long)], ["predict", str(long), str(digits[0])], ["predict", best, str(long)],
+                 ["data", "import", str(long)]):
+        assert main(argv) == 2, argv
+        assert "too long" in _one_line_error(capsys)
+
+
+def test_a_full_disk_while_training_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(safefiles.os, "fsync", _enospc)  # every checkpoint write fails as on a full disk
+    assert main(["train", "--model", "classic", "--epochs", "1", "--subset", "64", "--device", "cpu",
+                 "--checkpoint-dir", str(tmp_path), "--quiet"]) == 2
+    assert "No space left" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []  # no temporary, no lock, no half-written checkpoint
+
+
+def test_a_full_disk_while_writing_the_figures_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    import matplotlib.figure
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _enospc)
+    assert main(["train", "--model", "classic", "--epochs", "1", "--subset", "64", "--device", "cpu",
+                 "--checkpoint-dir", str(tmp_path / "c"), "--figures", str(tmp_path / "f"), "--quiet"]) == 2
+    assert "No space left" in _one_line_error(capsys)
+    assert list((tmp_path / "f").iterdir()) == []
+    assert len(list((tmp_path / "c").glob("*.pth"))) == 2  # the checkpoints were written before
+
+
+def test_names_that_are_not_utf8_work_from_the_command_line(trained: Path, digits: list[Path], tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 in a name (a Latin-1 é, a stray 0xff) are names like any other."""
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    odd.mkdir()
+    image = odd / os.fsdecode(b"seven\xff.png")
+    image.write_bytes(digits[0].read_bytes())
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    runs = [subprocess.Popen([sys.executable, "-m", "mnistlib", *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE) for argv in (
+        ["predict", str(_only(trained, "best_model_*.pth")), str(image)],
+        ["train", "--model", "classic", "--epochs", "1", "--subset", "64", "--device", "cpu", "--quiet",
+         "--checkpoint-dir", str(odd / "ckpt"), "--no-figures"],
+    )]
+    outs = [(proc.communicate(timeout=HANG_S), proc.returncode) for proc in runs]
+    for (_, err), code in outs:
+        assert code == 0 and b"Traceback" not in err, err.decode(errors="replace")
+    assert b"seven" in outs[0][0][0] and b"sure" in outs[0][0][0]
+    assert len(list((odd / "ckpt").glob("*.pth"))) == 2

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from idx_helpers import idx_source
+from waiting import HANG_S
 
 from mnistlib._support.files import owner_tag
 from mnistlib.apps.cli import main
@@ -72,7 +73,7 @@ def cli_runs(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         ))  # fmt: skip
     runs = {}
     for case, (root, proc) in procs.items():
-        out, err = proc.communicate(timeout=180)
+        out, err = proc.communicate(timeout=HANG_S)
         runs[case] = Run(root, proc.returncode, out, err)
     return runs
 

@@ -410,3 +410,11 @@ def test_classify_leaves_the_models_mode_alone() -> None:
     net = tiny_model().train()
     d.classify(prepare_digit(canvas("7")), net, MEAN, STD)
     assert net.training
+
+
+def test_a_closed_pillow_image_is_one_line(model) -> None:
+    img = Image.fromarray(rasterize(example_strokes("7")))
+    img.close()
+    with pytest.raises(DrawingError, match="closed") as info:
+        predict_image(img, model, mean=MEAN, std=STD)
+    assert_one_line(info.value)

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +20,10 @@ import pytest
 import torch
 from small_models import MEAN, STD, save_small, train_small
 from torch import nn
+from waiting import HANG_S
 
 from mnistlib import export as ex
+from mnistlib._support import files as safefiles
 from mnistlib.apps.export_command import add_export_command
 from mnistlib.checkpoints import Checkpoint, load_checkpoint
 from mnistlib.data import split_indices
@@ -22,6 +32,7 @@ from mnistlib.models import get_model, list_models
 from mnistlib.strokes import example_strokes, rasterize
 
 ort = pytest.importorskip("onnxruntime")
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -252,3 +263,179 @@ def test_python_m_mnistlib_export_web_writes_the_page(small_checkpoint: Path, tm
     assert any(p.suffix == ".wasm" for p in site.iterdir())
     config = json.loads((site / "config.json").read_text())
     assert config["mean"] == pytest.approx(load_checkpoint(small_checkpoint).mean)
+
+
+# ------------------------------------------------------------------------ faults: full disks, odd targets, kills
+
+
+def _enospc(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _scratch(folder: Path) -> list[str]:
+    """mnistlib's scratch folders in a temporary folder (other programs may keep files there too)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".mnistlib-"))
+
+
+needs_npm = pytest.mark.skipif(shutil.which("npm") is None, reason="the page's runtime is installed with npm")
+
+
+@pytest.mark.parametrize("flag", ["--onnx", "--int8"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(flag: str, small_checkpoint: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setattr(safefiles.os, "fsync", _enospc)  # every write fails as on a full disk
+    assert cli(["export", str(small_checkpoint), flag, str(tmp_path / "m.onnx"), "--calibration-images", "50"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and one_line(err) and "No space left" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_npm
+@pytest.mark.parametrize("earlier_page", [True, False])
+def test_the_page_on_a_full_disk_keeps_the_earlier_page_whole(earlier_page: bool, small_checkpoint: Path,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys) -> None:
+    site = tmp_path / "site"
+    if earlier_page:
+        assert cli(["export", str(small_checkpoint), "--web", str(site)]) == 0
+    before = {p.name: p.read_bytes() for p in site.iterdir()} if earlier_page else None
+    real = Path.write_bytes
+
+    def full_at_the_model(self: Path, data: bytes) -> int:  # the page's files fit, its model does not
+        if self.name == "model.onnx":
+            real(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_at_the_model)
+    assert cli(["export", str(small_checkpoint), "--web", str(site)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "No space left" in err
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == (["site"] if earlier_page else [])  # nothing half-written
+    if earlier_page:
+        assert {p.name: p.read_bytes() for p in site.iterdir()} == before
+
+
+@needs_npm
+def test_the_page_never_replaces_a_folder_holding_other_files(small_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    assert cli(["export", str(small_checkpoint), "--web", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert one_line(err) and "notes.txt" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_export_refuses_to_replace_what_is_not_a_regular_file(small_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    """A FIFO, and a link to /dev/null (as root, --onnx /dev/null itself would have replaced the device)."""
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    null = tmp_path / "null.onnx"
+    null.symlink_to("/dev/null")
+    for flag, target in (("--onnx", fifo), ("--int8", null), ("--onnx", null)):
+        assert cli(["export", str(small_checkpoint), flag, str(target)]) == 2
+        err = capsys.readouterr().err
+        assert one_line(err) and "not a regular file" in err and str(target) in err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode) and null.is_symlink() and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null.onnx", "pipe.onnx"]
+
+
+@pytest.mark.parametrize("name", [b"x" * 245 + b".onnx", b"mod\xe9le \xff.onnx"], ids=["250 characters", "not UTF-8"])
+def test_long_and_non_utf8_output_names(name: bytes, small_checkpoint: Path, tmp_path: Path) -> None:
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/" + name))
+    ex.export_onnx(small_checkpoint, out, n_check=100)
+    report = ex.quantize_int8(out, out.with_name("i8-" + out.name), n_calibration=50, n_test=100)
+    assert report.int8_bytes > 0 and sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, report.path.name])
+    assert float(ex.load_onnx(out)[1]["mean"]) == MEAN
+
+
+@pytest.mark.parametrize("count", ["-5", "0", "55001", "lots"])
+def test_calibration_counts_outside_the_training_images_are_refused(count: str, small_checkpoint: Path,
+                                                                    tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli(["export", str(small_checkpoint), "--int8", str(tmp_path / "m.onnx"), "--calibration-images", count])
+    assert info.value.code == 2 and "--calibration-images" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"n_calibration .*1 to 55,000"):
+        ex.quantize_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", n_calibration=-5)
+
+
+def test_stale_export_temporaries_are_removed_by_the_next_export(small_checkpoint: Path, tmp_path: Path) -> None:
+    """What killed exports left (theirs, and old unowned ones a day old) goes; a live export's stays."""
+    host = safefiles.owner_tag().split("-")[1]
+    dead = _dead_pid()
+    stale = [f".m.onnx.{dead}-{host}.abc123.part.onnx", ".m.onnx.k2j4h5.part.onnx"]  # the second: the old names
+    live = f".m.onnx.{os.getpid()}-{host}.xyz789.part.onnx"
+    for name in [*stale, live]:
+        (tmp_path / name).write_bytes(b"half a model")
+    day_ago = time.time() - safefiles.MAX_AGE - 60
+    os.utime(tmp_path / stale[1], (day_ago, day_ago))
+    ex.export_onnx(small_checkpoint, tmp_path / "m.onnx", n_check=100)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live, "m.onnx"])
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+#: ``python -m mnistlib export`` paused just before its file is renamed into place, until a signal comes.
+PAUSE_BEFORE_RENAME = r"""
+import os, sys, time
+real_replace = os.replace
+def paused(src, dst, *args, **kwargs):
+    if str(dst).endswith(".onnx"):
+        open(os.environ["EXPORT_PAUSED"], "w").close()
+        time.sleep(900)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = paused
+from mnistlib.apps.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+STOPS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM, "SIGKILL": signal.SIGKILL}
+
+
+@pytest.fixture(scope="module")
+def stopped_exports(small_checkpoint: Path, tmp_path_factory, data_root: Path) -> dict[str, tuple]:
+    """Three ``export`` runs, all at once, each stopped by one signal while its file waits to be renamed:
+    name → (output folder, its TMPDIR, pid, exit code, stderr)."""
+    procs = {}
+    for name in STOPS:
+        base = tmp_path_factory.mktemp(f"stopped-{name}")
+        (base / "tmp").mkdir()
+        env = {**os.environ, "EXPORT_PAUSED": str(base / "PAUSED"), "TMPDIR": str(base / "tmp"),
+               "MNISTLIB_DATA": str(data_root), "OMP_NUM_THREADS": "1",
+               "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        procs[name] = (base, subprocess.Popen([sys.executable, "-c", PAUSE_BEFORE_RENAME, "export",
+                                               str(small_checkpoint), "--onnx", str(base / "out" / "m.onnx")],
+                                              env=env, stderr=subprocess.PIPE, text=True))
+    waiting = dict(procs)
+    while waiting:
+        for name, (base, proc) in list(waiting.items()):
+            if (base / "PAUSED").exists() or proc.poll() is not None:
+                proc.send_signal(STOPS[name])
+                del waiting[name]
+        time.sleep(0.05)
+    return {name: (base / "out", base / "tmp", proc.pid, proc.wait(HANG_S), proc.stderr.read())
+            for name, (base, proc) in procs.items()}
+
+
+@pytest.mark.parametrize("sig", list(STOPS))
+def test_a_stopped_export_leaves_nothing_after_the_next_one(sig: str, stopped_exports: dict[str, tuple],
+                                                            small_checkpoint: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    out, work, pid, code, err = stopped_exports[sig]
+    assert "Traceback" not in err, err
+    if sig == "SIGINT":
+        assert code == 130 and _hidden(out) == [] and _scratch(work) == []
+    else:  # the killed export's temporary, and its scratch folder
+        assert any(f".{pid}-" in name for name in _hidden(out)) and any(f".{pid}-" in n for n in _scratch(work))
+    monkeypatch.setattr(tempfile, "tempdir", str(work))
+    assert cli(["export", str(small_checkpoint), "--onnx", str(out / "m.onnx")]) == 0
+    assert [p.name for p in out.iterdir()] == ["m.onnx"] and _scratch(work) == []

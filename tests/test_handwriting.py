@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import stat
+import time
 import warnings
 from pathlib import Path
 
@@ -288,3 +289,126 @@ def test_synthetic_strokes_stay_on_the_canvas() -> None:
             strokes, brush = synthetic_strokes(digit, rng, 280)
             pts = np.concatenate([np.asarray(s) for s in strokes])
             assert pts.min() >= brush / 2 - 1e-6 and pts.max() <= 280 - brush / 2 + 1e-6
+
+
+# ------------------------------------------------------------------------ a damaged folder, two writers at once
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width``×``height`` pixels (a few bytes: no pixel data is ever read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [12_000, 40_000])  # over the 120-megapixel limit; over Pillow's bomb limit too
+def test_an_oversized_image_is_reported_and_skipped(store, side: int) -> None:
+    (store.folder / f"huge_{side}_7.png").write_bytes(huge_png_header(side, side))
+    with pytest.warns(HandwritingWarning, match=f"huge_{side}_7.png.*too large"):
+        assert store.counts() == [0, 1, 0, 0, 0, 0, 0, 1, 0, 0]
+    with pytest.warns(HandwritingWarning, match="too large"):
+        assert [s.label for s in store.samples()] == [7, 1]
+    with pytest.warns(HandwritingWarning, match="too large"):
+        assert len(HandwritingDataset(store, mean=MEAN, std=STD)) == 2
+
+
+def test_a_duplicated_line_counts_once_and_undo_keeps_what_an_earlier_line_uses(store) -> None:
+    lines = store.manifest.read_text().splitlines()
+    store.manifest.write_text("\n".join([*lines, lines[0]]) + "\n")  # the 7's line again, at the end
+    with pytest.warns(HandwritingWarning, match="line 3 repeats line 1"):
+        assert [s.label for s in store.drawings()] == [7, 1] and store.counts()[7] == 1
+    with pytest.warns(HandwritingWarning):
+        removed = store.remove_last()  # the newest drawing is the 1
+    assert removed.label == 1 and not removed.path.exists()
+    with pytest.warns(HandwritingWarning, match="repeats"):
+        (seven,) = store.drawings()
+    assert seven.label == 7 and seven.path.exists()  # its PNG is still there for the line that uses it
+    with pytest.warns(HandwritingWarning):
+        assert store.remove_last().label == 7
+    assert store.drawings() == [] and not seven.path.exists() and store.manifest.read_text() == ""
+
+
+@pytest.mark.parametrize("strokes", ["missing", "not a list", [[["x", 1]]]])
+def test_a_line_without_usable_strokes_keeps_its_digit(store, strokes) -> None:
+    lines = store.manifest.read_text().splitlines()
+    entry = json.loads(lines[0])
+    if strokes == "missing":
+        del entry["strokes"]
+    else:
+        entry["strokes"] = strokes
+    store.manifest.write_text("\n".join([json.dumps(entry), lines[1]]) + "\n")
+    with pytest.warns(HandwritingWarning, match="line 1 .*strokes"):
+        samples = store.drawings()
+    assert [(s.label, s.path.name) for s in samples] == [(7, "00001_7.png"), (1, "00002_1.png")]
+    assert samples[0].strokes is None and samples[1].strokes is not None
+
+
+def test_an_unreadable_manifest_is_reported_not_fatal(store) -> None:
+    store.manifest.unlink()
+    store.manifest.mkdir()  # what a broken sync tool can leave
+    with pytest.warns(HandwritingWarning, match="manifest.jsonl"):
+        assert store.drawings() == []
+
+
+#: One writer of the two-writer test: waits for the go file, then saves ``n`` drawings of digit ``d``.
+WRITER = r"""
+import os, sys, time
+from pathlib import Path
+from mnistlib.handwriting.store import HandwritingStore
+from mnistlib.strokes import example_strokes
+folder, go, digit, n = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+store = HandwritingStore(folder)
+Path(sys.argv[5]).touch()  # ready
+while not go.exists():
+    time.sleep(0.005)
+for _ in range(n):
+    store.add_drawing(example_strokes("7"), digit)
+"""
+
+
+def test_two_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from waiting import HANG_S
+
+    folder, go, n = tmp_path / "my_digits", tmp_path / "GO", 25
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get(
+        "PYTHONPATH", "")])}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(go), str(d), str(n),
+                                 str(tmp_path / f"ready{d}")], env=env) for d in (3, 8)]
+    while not all((tmp_path / f"ready{d}").exists() for d in (3, 8)):
+        assert all(w.poll() is None for w in writers)
+        time.sleep(0.01)
+    go.touch()  # both start saving at the same moment
+    assert [w.wait(HANG_S) for w in writers] == [0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not one damaged line
+        samples = HandwritingStore(folder).drawings()
+    assert sorted(s.label for s in samples) == [3] * n + [8] * n
+    listed = {s.path.name for s in samples}
+    assert len(listed) == 2 * n and listed == {p.name for p in (folder / "pad").iterdir()}  # no PNG unlisted
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]  # the lock is gone too
+
+
+def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(store) -> None:
+    """A save killed (SIGKILL) mid-write leaves a hidden temporary; the next save removes it."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = safefiles.owner_tag().split("-")[1]
+    left = [store.folder / f".manifest.jsonl.{dead.pid}-{host}.abc123.part",
+            store.folder / "pad" / f".00003_4.png.{dead.pid}-{host}.abc123.part"]
+    for path in left:
+        path.write_bytes(b"half")
+    store.add_drawing(example_strokes("1"), 1)
+    assert not any(path.exists() for path in left)
+    assert sorted(p.name for p in (store.folder / "pad").iterdir()) == ["00001_7.png", "00002_1.png", "00003_1.png"]

@@ -276,3 +276,29 @@ def test_colab_widget_manager_is_enabled_only_in_colab(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "google", google)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     assert enable_colab_widgets() is True and calls == [True]
+
+
+# ------------------------------------------------------------------------ arguments out of range
+
+
+@pytest.mark.parametrize(("options", "name"), [
+    ({"size": 0}, "size"), ({"size": -5}, "size"), ({"size": 1_000_000}, "size"), ({"size": 280.5}, "size"),
+    ({"size": True}, "size"), ({"size": "280"}, "size"),
+    ({"throttle": -1}, "throttle"), ({"throttle": float("nan")}, "throttle"), ({"throttle": "fast"}, "throttle"),
+    ({"brush": 0}, "brush"), ({"brush": -3}, "brush"), ({"brush": 10_000}, "brush"), ({"brush": float("inf")}, "brush"),
+    ({"threshold": 1.5}, "threshold"), ({"threshold": -0.1}, "threshold"),
+])
+def test_pad_arguments_out_of_range_are_one_line_errors(options: dict, name: str, model) -> None:
+    """A ValueError naming the argument and what it accepts, before any canvas or image is made."""
+    makers = [lambda: DigitPad(model, mean=MEAN, std=STD, **options)]
+    if name != "threshold":  # the canvas alone has no threshold
+        makers.append(lambda: DrawingCanvas(lambda pixels: None, **options))
+    for make in makers:
+        with pytest.raises(ValueError, match=rf"^{name} ") as info:
+            make()
+        assert "\n" not in str(info.value) and ("from" in str(info.value) or "at least" in str(info.value))
+
+
+def test_the_largest_and_smallest_pads_are_accepted(model) -> None:
+    assert DigitPad(model, mean=MEAN, std=STD, size=28, brush=1, throttle=0).size == 28
+    assert DigitPad(model, mean=MEAN, std=STD, size=2048, brush=1024, throttle=float("inf")).brush == 1024

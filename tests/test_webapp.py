@@ -192,3 +192,85 @@ def test_a_low_top_probability_reads_not_sure() -> None:
 
     unsure = Prediction(3, np.array([0.05, 0.05, 0.1, 0.4, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]), np.zeros((28, 28)))
     assert webapp.describe(unsure).startswith("Not sure — maybe a 3")
+
+
+# ------------------------------------------------------------------------ starting: refused before the server starts
+
+
+@pytest.fixture
+def no_server(monkeypatch) -> None:
+    """Starting the server fails the test: everything below must be refused before it."""
+    def never(*args, **kwargs):
+        raise AssertionError("the server was started")
+
+    monkeypatch.setattr(webapp.subprocess, "Popen", never)
+    monkeypatch.delenv(webapp.MODEL_ENV, raising=False)
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") or "error:" in err.splitlines()[-1], err
+    assert "Traceback" not in err and len([line for line in err.splitlines() if "error:" in line]) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_launcher_refuses_a_port_that_cannot_be(port: str, no_server, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        webapp.main(["--port", port, "--no-browser"])
+    assert info.value.code == 2 and "--port" in one_error_line(capsys)
+
+
+def test_launcher_refuses_an_address_it_cannot_serve(no_server, capsys) -> None:
+    for address in ("no-such-host.invalid", "203.0.113.7"):  # unresolvable; resolvable but not this computer's
+        assert webapp.main(["--address", address, "--no-browser"]) == 2
+        assert address in one_error_line(capsys)
+
+
+def test_launcher_refuses_a_port_in_use(no_server, capsys) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert webapp.main(["--port", str(port), "--no-browser"]) == 2
+        assert "in use" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("kind", ["garbage.pth", "malicious.pth", "truncated.onnx", "huge-options.pth"])
+def test_launcher_refuses_a_bad_model_before_the_server_starts(kind: str, files, tmp_path: Path, no_server, capsys,
+                                                               monkeypatch) -> None:
+    import pickle
+
+    import torch
+
+    bad = tmp_path / kind
+    if kind == "garbage.pth":
+        bad.write_bytes(b"\x00garbage" * 20)
+    elif kind == "malicious.pth":
+        bad.write_bytes(pickle.dumps({"format": "mnistlib-checkpoint", "x": print}))  # names a global: never run
+    elif kind == "truncated.onnx":
+        bad.write_bytes(files["onnx"].read_bytes()[:500])
+    else:
+        payload = torch.load(files["pth"], weights_only=True) | {"options": {"hidden": 10**9}}
+        torch.save(payload, bad)
+    assert webapp.main(["--checkpoint", str(bad), "--no-browser"]) == 2
+    assert kind in one_error_line(capsys)
+    monkeypatch.setenv(webapp.MODEL_ENV, str(bad))  # the same model named by the environment
+    assert webapp.main(["--no-browser"]) == 2
+    assert kind in one_error_line(capsys)
+
+
+def test_the_app_entry_point_is_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from waiting import HANG_S
+
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"junk")
+    run = subprocess.run([sys.executable, "-m", "mnistlib.apps.webapp", "--checkpoint", str(bad), "--no-browser"],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=HANG_S)
+    assert run.returncode == 2 and run.stderr.startswith("error: ") and len(run.stderr.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from waiting import PAGE_S
 from webpage_helpers import export_onnx, parity_rasters, trained_checkpoint
 
 from mnistlib.apps.webpage import PAGE_FILES, RUNTIME_FILES, WebPageError, build_site, serve_hint
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 PREPROCESS_JS = REPO / "mnistlib" / "apps" / "webpage" / "preprocess.js"
 RUNNER = Path(__file__).resolve().parent / "js" / "prepare_digits.mjs"
 PIXEL_TOLERANCE = 1e-5
-NODE_TIMEOUT_S = 60
+NODE_TIMEOUT_S = PAGE_S
 
 
 def node() -> str:

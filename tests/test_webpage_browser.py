@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, keep_screenshot, screenshot_model
+from waiting import PAGE_S
 from webpage_helpers import export_onnx, trained_checkpoint
 
 from mnistlib.apps.webpage import WebPageError, build_site
@@ -30,8 +31,8 @@ pytestmark = pytest.mark.browser
 
 #: A 4 with an open top, in the 280×280 canvas's pixels (drawn with a finger in the test).
 FOUR = [[(110, 45), (90, 160), (205, 160)], [(175, 50), (172, 245)]]
-LOAD_S = 60  # compiling the 15 MB wasm runtime on a slow, busy CPU
-ANSWER_S = 20
+LOAD_S = PAGE_S  # compiling the 15 MB wasm runtime on a slow, busy CPU
+ANSWER_S = PAGE_S
 EMPTY = re.compile("Draw a digit")
 
 

@@ -1,12 +1,15 @@
 """Atomic file writes that respect the umask, owned lock files, and cleaning up after runs that died.
 
-Every file mnistlib writes for keeps (checkpoints, imported MNIST files) goes through
-:func:`atomic_write`: it is written to a hidden ``.<name>.<pid>-<host>.<random>.part`` file in
-the same folder, made readable as the umask allows, flushed to disk, then renamed over the
-target — so a reader sees the old file or the new one, never half of one. A run killed in the
-middle of a write leaves its ``.part`` behind; :func:`clean_stale` removes such files, and the
-owned lock files (:func:`create_lock`) of runs that died, the next time a run starts. Which lock
-names a folder uses is its owner's business: :func:`clean_stale` takes them as an argument.
+Every file mnistlib writes for keeps (checkpoints, imported MNIST files, exported models, the
+handwriting store) goes through :func:`atomic_write`: it is written to a hidden
+``.<name>.<pid>-<host>.<random>.part`` file in the same folder, made readable as the umask allows,
+flushed to disk, then renamed over the target — so a reader sees the old file or the new one, never
+half of one. Only a regular file is ever replaced (a device, a FIFO or a folder in the way is refused).
+A whole folder (the exported web page) is built the same way by :func:`atomic_folder`. A run killed
+in the middle of a write leaves its ``.part`` behind; :func:`clean_stale` removes such files and
+folders, and the owned lock files (:func:`create_lock`, :func:`hold_lock`) of runs that died, the next
+time a run starts. Which lock names a folder uses is its owner's business: :func:`clean_stale` takes
+them as an argument.
 
 The rule that decides what is stale can never delete a file of a live run on this machine:
 
@@ -22,23 +25,33 @@ The rule that decides what is stale can never delete a file of a live run on thi
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
+import shutil
 import socket
+import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["MAX_AGE", "umask", "owner_tag", "atomic_write", "write_bytes", "write_text", "create_lock", "is_stale",
-           "clean_stale"]
+__all__ = ["MAX_AGE", "umask", "owner_tag", "atomic_write", "atomic_folder", "work_folder", "write_bytes", "write_text",
+           "create_lock", "hold_lock", "is_stale", "clean_stale", "check_replaceable", "temp_target"]
 
 #: Files whose owner cannot be checked from here are stale after this many seconds unmodified.
 MAX_AGE = 24 * 3600.0
 
-#: ``.<target>.<pid>-<host>.<random>.part`` (owned) or mkstemp's ``.<target>.<random>.part`` (older files).
-_PART_RE = re.compile(r"^\.(?P<target>.+?)(?:\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8}))?\.[a-z0-9_]+\.part$")
+#: ``.<target>.<pid>-<host>.<random>.part`` (owned) or mkstemp's ``.<target>.<random>.part`` (older files),
+#: optionally followed by a suffix some libraries need (``.part.onnx``).
+_PART_RE = re.compile(r"^\.(?P<target>.+?)(?:\.(?P<pid>\d+)-(?P<host>[0-9a-f]{8}))?\.[a-z0-9_]+\.part"
+                      r"(?:\.[A-Za-z0-9]{1,8})?$")
+
+#: The longest target name kept whole in a temporary's name (the rest of it takes about 40 characters,
+#: and most file systems allow 255): longer ones keep their start and end, so the suffix still shows.
+_NAME_KEPT = 160
 
 
 def umask() -> int:
@@ -68,15 +81,50 @@ def owner_tag() -> str:
     return f"{os.getpid()}-{_host_tag()}"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+def temp_target(name: str) -> str:
+    """How a temporary's name spells its target ``name`` (what :func:`clean_stale`'s ``targets`` sees): bytes
+    that are not UTF-8 become ``_`` (libraries that take ``str`` paths choke on them), a very long name keeps
+    its start and end."""
+    name = "".join("_" if 0xD800 <= ord(c) <= 0xDFFF else c for c in name)
+    if len(name) > _NAME_KEPT:
+        name = f"{name[:_NAME_KEPT // 2]}~{name[-_NAME_KEPT // 2:]}"
+    return name
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.<name>.<owner>.``: the start of a temporary's name beside ``path``."""
+    return f".{temp_target(path.name)}.{owner_tag()}."
+
+
+def check_replaceable(path: str | Path) -> None:
+    """Raise :class:`FileExistsError` when ``path`` exists and is not a regular file (a device, a FIFO,
+    a socket, a folder, or a link to one): an atomic write would replace it with a file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # nothing there (or a dangling link, which the rename replaces)
+    except OSError as exc:
+        if exc.errno == errno.ENOTDIR:
+            return  # a file where a folder should be: creating the temporary says so
+        raise
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, a FIFO or a socket)"
+        raise FileExistsError(errno.EEXIST, f"it exists and is {kind}: refused, only a regular file is replaced",
+                              str(path))
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object], suffix: str = "") -> Path:
     """Have ``write(tmp)`` fill a temporary file next to ``path``, then rename it to ``path``.
 
     The file gets the mode a plain ``open(path, "w")`` would (0666 less the umask), is fsynced
     before the rename, and the temporary is removed if anything (Ctrl-C included) interrupts.
+    ``suffix`` ends the temporary's name (``".onnx"`` for libraries that judge a file by it). Only a
+    regular file is replaced (:func:`check_replaceable`).
     """
     path = Path(path)
+    check_replaceable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".part")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".part" + suffix)
     tmp = Path(name)
     try:
         os.fchmod(fd, 0o666 & ~umask())
@@ -90,6 +138,58 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
         raise
     _fsync_dir(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """A new hidden folder beside ``path`` to fill; when the block succeeds it is renamed to ``path``.
+
+    A folder already at ``path`` is moved aside first and removed once the new one is in place, so
+    ``path`` holds the old folder or the new one, never a mix (deciding whether the old one may go is
+    the caller's business). If the block fails, or the process is stopped, the new folder is removed
+    (after a SIGKILL, by :func:`clean_stale` at the next run). Its mode is what the umask allows.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(errno.EEXIST, "it exists and is not a folder", str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".part"))
+    try:
+        os.chmod(tmp, 0o777 & ~umask())
+        yield tmp
+        _swap_in(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _swap_in(new: Path, path: Path) -> None:
+    """Rename folder ``new`` to ``path``, moving a folder already there aside and then removing it."""
+    if not path.exists():
+        os.rename(new, path)
+        return
+    old = path.parent / f"{_temp_prefix(path)}{os.urandom(4).hex()}.part"  # a stale name if we die here
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_folder(name: str = "mnistlib-work") -> Iterator[Path]:
+    """A private scratch folder in the system's temporary folder, removed when the block ends; the scratch
+    folders of processes that died (SIGKILL) are removed first (:func:`clean_stale`)."""
+    base = Path(tempfile.gettempdir())
+    clean_stale(base, targets=lambda target: target == name)
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".{name}.{owner_tag()}.", suffix=".part"))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -135,9 +235,9 @@ def _alive(pid: int) -> bool:
 
 def _owner(path: Path) -> tuple[int, str] | None:
     """(pid, host tag) recorded by the writer of a ``.part`` (in its name) or a lock (its content)."""
-    if path.suffix == ".part":
-        m = _PART_RE.match(path.name)
-        return (int(m["pid"]), m["host"]) if m and m["pid"] else None
+    m = _PART_RE.match(path.name)
+    if m is not None:
+        return (int(m["pid"]), m["host"]) if m["pid"] else None
     try:
         with open(path, "rb") as fh:
             words = fh.read(100).decode("ascii", "replace").split()
@@ -160,6 +260,30 @@ def create_lock(path: str | Path) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+@contextlib.contextmanager
+def hold_lock(path: str | Path, timeout: float = 120.0, poll: float = 0.02) -> Iterator[Path]:
+    """Hold the owned lock ``path`` (:func:`create_lock`) for the block, waiting while another live
+    process holds it; a lock whose process died is removed. After ``timeout`` seconds of waiting on a
+    live holder, :class:`TimeoutError` (an ``OSError``) says who holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    while not create_lock(path):
+        if is_stale(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        if time.monotonic() > deadline:
+            owner = _owner(path)
+            who = f"process {owner[0]}" if owner else "another process"
+            raise TimeoutError(errno.ETIMEDOUT, f"locked by {who} for more than {timeout:g} s", str(path))
+        time.sleep(poll)
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def is_stale(path: str | Path, now: float | None = None) -> bool:
@@ -186,8 +310,9 @@ def _ours(name: str, targets: Callable[[str], bool], locks: Callable[[str], bool
 
 def clean_stale(folder: str | Path, targets: Callable[[str], bool] = lambda name: True,
                 locks: Callable[[str], bool] = lambda name: False) -> list[Path]:
-    """Remove the stale ``.part`` temporaries (of files whose name ``targets`` accepts) and the
-    stale locks (names ``locks`` accepts) in ``folder``; returns what was removed.
+    """Remove the stale ``.part`` temporaries (files, and folders of :func:`atomic_folder`, of targets whose
+    name ``targets`` accepts) and the stale locks (names ``locks`` accepts) in ``folder``; returns what was
+    removed.
 
     Files that cannot be removed (a read-only folder, a race with another cleaner) are skipped.
     """
@@ -199,9 +324,15 @@ def clean_stale(folder: str | Path, targets: Callable[[str], bool] = lambda name
         if not _ours(path.name, targets, locks):
             continue
         try:
-            if path.is_file() and not path.is_symlink() and is_stale(path):
+            if path.is_symlink() or not is_stale(path):
+                continue
+            if path.is_dir() and _PART_RE.match(path.name):
+                shutil.rmtree(path)
+            elif path.is_file():
                 path.unlink()
-                removed.append(path)
+            else:
+                continue
+            removed.append(path)
         except OSError:
             continue
     return removed

@@ -127,6 +127,13 @@ def _pil_to_gray(img: Image.Image) -> np.ndarray:
     """A Pillow image of any mode → float32 grayscale in 0..1 (transparency flattened)."""
     if img.width == 0 or img.height == 0:
         raise DrawingError(f"The image is empty ({img.width}×{img.height} pixels).")
+    try:
+        img.load()  # a closed image, or a file that turns out truncated, fails here rather than half-way
+    except ValueError as exc:  # Pillow's "Operation on closed image"
+        raise DrawingError(f"This Pillow image cannot be read ({exc}): was it closed? Pass it open, or "
+                           "pass the file's path.") from None
+    except (OSError, SyntaxError, EOFError) as exc:
+        raise DrawingError(f"Could not read this Pillow image: {exc}") from None
     sixteen_bit = img.mode.startswith("I;16")
     if sixteen_bit:
         img = img.convert("I")

@@ -6,17 +6,26 @@ import contextlib
 import io
 import logging
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["first_line", "root_cause_line", "quiet_output"]
+__all__ = ["first_line", "root_cause_line", "quiet_output", "tolerant_output"]
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
     """The first non-blank line of an exception's message (its type's name when it has none), cut at ``limit``."""
     text = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return text[:limit]
+
+
+def tolerant_output() -> None:
+    """Let stdout and stderr print any name: bytes of a file name that are not UTF-8 (or not in the
+    terminal's encoding) come out escaped (``\\xff``) instead of ending the program with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="backslashreplace")
 
 
 @contextlib.contextmanager

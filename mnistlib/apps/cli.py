@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mnistlib._support.quiet import first_line, tolerant_output
+from mnistlib._support.signals import startup_done
 from mnistlib.config import CHECKPOINTS_ENV, DATA_ENV, data_root
 
 from .export_command import add_export_command
@@ -30,13 +32,32 @@ class CLIError(Exception):
     """A user-facing problem: printed as one line, exit code 2."""
 
 
+def _os_problem(exc: OSError, where: object = None) -> str:
+    """An ``OSError`` in one line: the path it concerns (or ``where``) and why (disk full, name too long…)."""
+    path = exc.filename if exc.filename is not None else where
+    why = exc.strerror or first_line(exc)
+    return f"{path}: {why}" if path is not None else why
+
+
+def _check_file(path: str, what: str) -> None:
+    """Refuse, in one line, a ``path`` that is not an existing file (missing, a folder, a name too long…)."""
+    try:
+        if Path(path).is_file():
+            return
+    except OSError as exc:
+        raise CLIError(f"{what} {_os_problem(exc, path)}") from None
+    raise CLIError(f"no such {what}: {path}")
+
+
 def _data_import(args: argparse.Namespace) -> int:
     from mnistlib.data import IDXFormatError, import_idx
 
     try:
         target = import_idx(args.source, args.root)
-    except (IDXFormatError, OSError) as exc:
+    except IDXFormatError as exc:
         raise CLIError(str(exc)) from None
+    except OSError as exc:
+        raise CLIError(_os_problem(exc)) from None
     print(f"imported the four MNIST files into {target}")
     return 0
 
@@ -137,12 +158,12 @@ def _writable_folder(path: str | None, what: str) -> Path | None:
     if path is None:
         return None
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise CLIError(f"{what} {folder} is a file, not a folder")
     try:
+        if folder.exists() and not folder.is_dir():
+            raise CLIError(f"{what} {folder} is a file, not a folder")
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CLIError(f"{what} {folder}: cannot create it ({exc.strerror})") from None
+    except OSError as exc:  # no permission, a name too long for the file system, a full disk…
+        raise CLIError(f"{what} {folder}: cannot create it ({exc.strerror or first_line(exc)})") from None
     return folder
 
 
@@ -176,7 +197,7 @@ def _train_settings(args: argparse.Namespace) -> tuple[object, dict]:
              "scheduler": args.scheduler, "augment": args.augment, "target_accuracy": args.target_accuracy,
              "seed": args.seed, "subset": args.subset}
     overrides = {k: v for k, v in given.items() if v is not None}
-    if args.scheduler is not None:
+    if args.scheduler is not None and not args.resume:
         overrides["scheduler_options"] = {}  # a recipe's options belong to its own scheduler
     if args.resume:
         if args.model or args.option:
@@ -218,6 +239,9 @@ def _train(args: argparse.Namespace) -> int:
         raise CLIError(" ".join(str(exc).split())) from None
     except (RuntimeError, MemoryError) as exc:  # e.g. options that make a model too large to allocate
         raise CLIError(f"training failed: {' '.join(str(exc).split())[:300]}") from None
+    except OSError as exc:  # a full disk, a folder that went away: the checkpoints written so far stay
+        where = folder or "the checkpoint folder"
+        raise CLIError(f"training stopped: cannot write {_os_problem(exc, where)}") from None
     history = run.history
     if args.quiet:
         for kind, path in (("best", history.best_path), ("final", history.final_path)):
@@ -225,7 +249,10 @@ def _train(args: argparse.Namespace) -> int:
                 print(f"{kind} checkpoint: {path}")
     chosen = history.best_path or history.final_path
     if not args.no_figures and chosen:
-        _write_figures(history, chosen, figures or chosen.parent)
+        try:
+            _write_figures(history, chosen, figures or chosen.parent)
+        except OSError as exc:
+            raise CLIError(f"the figures: cannot write {_os_problem(exc, figures or chosen.parent)}") from None
     return 130 if history.interrupted else 0
 
 
@@ -287,9 +314,8 @@ def _predict(args: argparse.Namespace) -> int:
         from mnistlib.drawing import DrawingError, predict_image
     except ImportError as exc:  # pragma: no cover - drawing module missing
         raise CLIError(f"prediction needs mnistlib.drawing: {exc}") from None
-    missing = [p for p in args.images if not Path(p).is_file()]
-    if missing:
-        raise CLIError(f"no such image file: {missing[0]}")
+    for path in args.images:
+        _check_file(path, "image file")
     failed = 0
     for path in args.images:
         try:
@@ -388,11 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 done, 2 bad input, 130 interrupted)."""
+    tolerant_output()  # file names that are not UTF-8 print escaped
     try:
         args = build_parser().parse_args(argv)  # imports torch: Ctrl-C may come here already
+        startup_done()  # from here a Ctrl-C stops the command cleanly (python -m mnistlib made it quiet till now)
         return args.func(args)
     except CLIError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the last resort for a file problem no command foresaw: still one line
+        print(f"error: {_os_problem(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -7,16 +7,20 @@ uploaded file lives here, so it is tested without a browser. Start it with ``mak
     python -m mnistlib.apps.webapp --checkpoint model.onnx      # a checkpoint (.pth) or an exported .onnx
     MNISTLIB_APP_MODEL=model.onnx python -m mnistlib.apps.webapp
 
-It binds to 127.0.0.1 (this computer only) unless ``--address`` says otherwise.
+It binds to 127.0.0.1 (this computer only) unless ``--address`` says otherwise. Before the server starts, the
+launcher refuses in one line (exit code 2) a port outside 1–65535 or in use, an address that does not resolve or
+is not this computer's, and a model file that does not load.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,14 +36,19 @@ import numpy as np
 from PIL import Image
 from torch import nn
 
+from mnistlib._support.quiet import tolerant_output
+from mnistlib._support.signals import startup_done
 from mnistlib.drawing import FRAME, DrawingError, Prediction, classify, prepare_digit
 
 __all__ = [
     "APP_SCRIPT",
     "MODEL_ENV",
     "AppModelError",
+    "AppStartError",
     "app_args",
     "canvas_prediction",
+    "check_address",
+    "checked_model",
     "image28_png",
     "load_app_model",
     "main",
@@ -58,6 +67,10 @@ EMPTY_MESSAGE = "Draw a digit in the white square."
 
 class AppModelError(Exception):
     """No model to serve, or a file that is not one; the message is one line saying what to do."""
+
+
+class AppStartError(Exception):
+    """The server could not start where it was asked to (port, address); the message is one line."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +225,50 @@ def streamlit_command(port: int, address: str = "127.0.0.1", checkpoint: str | N
     return cmd
 
 
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> bool:
+def _port(text: str) -> int:
+    """``--port``: a TCP port, 1–65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {port}")
+    return port
+
+
+def check_address(address: str, port: int) -> None:
+    """Refuse, with :class:`AppStartError`, an address that does not resolve or is not this computer's, and a
+    port already in use or not allowed: a trial bind, released at once, before the server is started."""
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(address or None, port, type=socket.SOCK_STREAM,
+                                                           flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+        why = getattr(exc, "strerror", None) or exc
+        raise AppStartError(f"--address {address}: cannot be resolved ({why})") from None
+    try:
+        with socket.socket(family, kind, proto) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+            trial.bind(where)
+    except OSError as exc:
+        why = {errno.EADDRINUSE: f"port {port} is in use on {address} (pick another with --port)",
+               errno.EADDRNOTAVAIL: f"--address {address} is not an address of this computer"}.get(exc.errno or 0)
+        raise AppStartError(why or f"cannot listen on {address} port {port}: {exc.strerror or exc}") from None
+
+
+def checked_model(given: str | None) -> Path | None:
+    """The model file the app will serve, loaded once to refuse a bad one (:class:`AppModelError`) before the
+    server starts; None when there is none yet (the page then says how to train one)."""
+    try:
+        path = model_path(given)
+    except AppModelError:
+        if given or os.environ.get(MODEL_ENV):
+            raise  # a file was named and is missing
+        return None
+    load_app_model(path)
+    return path
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 300.0) -> bool:
     """Poll ``/_stcore/health`` until it answers ``ok`` (True), the server exits or time runs out (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
@@ -231,27 +287,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mnistlib.apps.webapp", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help=f"a .pth checkpoint or an exported .onnx [${MODEL_ENV}, else the "
                         "newest best checkpoint]")
-    parser.add_argument("--port", type=int, default=8501, help="port [8501]")
+    parser.add_argument("--port", type=_port, default=8501, help="port, 1-65535 [8501]")
     parser.add_argument("--address", default="127.0.0.1", help="address to bind [127.0.0.1: this computer only]")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    tolerant_output()
     args = parser.parse_args(argv)
-    if args.checkpoint and not Path(args.checkpoint).expanduser().is_file():
-        print(f"error: {args.checkpoint}: no such file", file=sys.stderr)
+    try:
+        checked_model(args.checkpoint)
+        check_address(args.address, args.port)
+    except (AppModelError, AppStartError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     url = f"http://{'127.0.0.1' if args.address in ('0.0.0.0', '') else args.address}:{args.port}"
-    process = subprocess.Popen(streamlit_command(args.port, args.address, args.checkpoint))
-    stop = lambda *_: process.terminate()  # noqa: E731  (SIGTERM to us stops the server too)
-    signal.signal(signal.SIGTERM, stop)
+    return _serve(url, streamlit_command(args.port, args.address, args.checkpoint), not args.no_browser)
+
+
+def _serve(url: str, command: list[str], browser: bool) -> int:
+    """Run the server until it exits, Ctrl-C or SIGTERM; print its address (and open it) once it answers."""
+    startup_done()  # from here Ctrl-C stops the server (python -m … made it quiet while importing)
+    process = None
     try:
+        process = subprocess.Popen(command)
+        signal.signal(signal.SIGTERM, lambda *_: process.terminate())  # SIGTERM to us stops the server too
         if wait_healthy(url, process):
             print(f"The drawing app is at {url} (Ctrl-C stops it)", flush=True)
-            if not args.no_browser:
+            if browser:
                 webbrowser.open(url)
         return process.wait()
     except KeyboardInterrupt:
         return 130
     finally:
-        _reap(process)
+        if process is not None:
+            _reap(process)
 
 
 def _reap(process: subprocess.Popen, timeout: float = 10.0) -> Any:

@@ -9,9 +9,13 @@ A folder (default ``<data root>/my_digits``) holds it all::
       scan_3.png          … or a lone digit in the file name
 
 Every write is atomic (:func:`mnistlib._support.files.write_bytes`): a crash, a kill or a full disk during a
-save leaves the earlier samples exactly as they were. A damaged manifest line, a file that is not an
-image and a file without a label are each reported by name (a :class:`HandwritingWarning`) and
-skipped. :class:`HandwritingDataset` serves the folder the way torchvision's MNIST serves MNIST.
+save leaves the earlier samples exactly as they were. Saving and undoing hold the folder's lock
+(``.manifest.lock``, :func:`mnistlib._support.files.hold_lock`), so two processes saving at once never
+lose a line or leave a PNG the manifest does not list. Nothing in a damaged folder is fatal: a damaged
+manifest line, a line repeating an earlier one (counted once), a line whose strokes are gone (kept: its
+PNG and label are what count), a file that is not an image, one too large to open and one without a
+label are each reported by name (a :class:`HandwritingWarning`) and skipped or kept as said.
+:class:`HandwritingDataset` serves the folder the way torchvision's MNIST serves MNIST.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from mnistlib import config
-from mnistlib._support.files import write_bytes
+from mnistlib._support.files import clean_stale, hold_lock, write_bytes
+from mnistlib._support.images import MAX_PIXELS
 from mnistlib.drawing import DrawingError, prepare_digit
 from mnistlib.strokes import StrokeList, Strokes, rasterize
 
@@ -48,6 +53,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.jsonl"
+LOCK = ".manifest.lock"  #: held while a drawing is saved or undone (hidden: never taken for an image)
 DRAWINGS = "pad"  #: sub-folder of the pad's PNGs (read through the manifest only)
 _LONE_DIGIT = re.compile(r"(?<![0-9A-Za-z])([0-9])(?![0-9A-Za-z])")
 
@@ -108,13 +114,30 @@ def _png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _is_image(path: Path) -> bool:
-    """True when Pillow recognises the file as an image (reads the header only)."""
+def _image_problem(path: Path) -> str | None:
+    """Why an added file cannot be a sample (not an image, too large to open), from its header only; None if
+    it can."""
     try:
-        with Image.open(path) as img:
-            return bool(img.format)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+    except Image.DecompressionBombError:
+        return "is too large to open safely"
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-        return False
+        return "is not an image file"
+    if width * height > MAX_PIXELS:
+        return f"is too large ({width}×{height} pixels, limit {MAX_PIXELS // 1_000_000} megapixels)"
+    return None
+
+
+def _listed_file(line: str) -> str | None:
+    """The ``file`` a manifest line lists, or None for a line that lists none (damaged)."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    return entry.get("file") if isinstance(entry, dict) else None
 
 
 class HandwritingStore:
@@ -133,9 +156,13 @@ class HandwritingStore:
             return self.manifest.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
             return []
+        except OSError as exc:  # a folder in its place, no permission: reported, never fatal
+            _skip(f"{self.manifest.name} cannot be read ({exc.strerror or exc}): no pad drawings listed")
+            return []
 
-    def _parse(self, line: str) -> Sample:
-        """A manifest line → its Sample, or ValueError saying why the line cannot be used."""
+    def _parse(self, line: str, number: int) -> Sample:
+        """A manifest line → its Sample, or ValueError saying why the line cannot be used. Strokes that are
+        missing or damaged cost only the strokes (reported): the PNG and the label are the sample."""
         entry = json.loads(line)
         if not isinstance(entry, dict):
             raise ValueError("not a JSON object")
@@ -147,28 +174,46 @@ class HandwritingStore:
         path = self.folder / file
         if not path.is_file():
             raise ValueError(f"its image {file} is missing")
-        return Sample(label, path, "pad", _check_strokes(entry.get("strokes")))
+        try:
+            strokes = _check_strokes(entry.get("strokes"))
+        except ValueError as exc:
+            _skip(f"{self.manifest.name} line {number} has no usable strokes ({exc}): its {file} and label kept")
+            strokes = None
+        return Sample(label, path, "pad", strokes)
 
     def _entries(self) -> list[tuple[int, Sample | None]]:
-        """(line number, Sample or None when damaged) for every non-blank manifest line."""
-        out = []
+        """(line number, Sample or None when damaged or repeating an earlier line's PNG) for every non-blank
+        manifest line."""
+        out: list[tuple[int, Sample | None]] = []
+        first: dict[Path, int] = {}
         for number, line in enumerate(self._lines(), start=1):
             if not line.strip():
                 continue
             try:
-                out.append((number, self._parse(line)))
+                sample = self._parse(line, number)
             except ValueError as exc:  # JSONDecodeError is a ValueError
                 out.append((number, None))
                 _skip(f"{self.manifest.name} line {number} is damaged ({exc}): skipped")
+                continue
+            if sample.path in first:
+                out.append((number, None))
+                _skip(f"{self.manifest.name} line {number} repeats line {first[sample.path]} "
+                      f"({sample.path.relative_to(self.folder)}): counted once")
+                continue
+            first[sample.path] = number
+            out.append((number, sample))
         return out
 
     def drawings(self) -> list[Sample]:
-        """The pad drawings in the order they were saved (damaged lines reported and skipped)."""
+        """The pad drawings in the order they were saved (damaged lines reported and skipped, a PNG listed
+        twice counted once)."""
         return [s for _, s in self._entries() if s is not None]
 
     def _next_number(self) -> int:
-        used = [int(m.group(1)) for m in (re.match(r"(\d+)_", p.name) for p in (self.folder / DRAWINGS).glob("*"))
-                if m]
+        """One more than any drawing number in use: by a PNG, or by a manifest line (even one whose PNG is gone)."""
+        names = [p.name for p in (self.folder / DRAWINGS).glob("*")]
+        names += re.findall(rf'"{DRAWINGS}/(\d+)_', "\n".join(self._lines()))
+        used = [int(m.group(1)) for m in (re.match(r"(\d+)", name) for name in names) if m]
         return max(used, default=0) + 1
 
     def add_drawing(self, strokes: StrokeList | Strokes, label: int, *, size: int = 280,
@@ -177,25 +222,40 @@ class HandwritingStore:
         if type(label) is not int or not 0 <= label <= 9:
             raise ValueError(f"label must be a digit 0–9, got {label!r}")
         plain = _check_strokes([[list(p) for p in s] for s in strokes])
+        pixels = _png(255 - rasterize(plain, size, brush))  # black on white
         (self.folder / DRAWINGS).mkdir(parents=True, exist_ok=True)
-        name = f"{DRAWINGS}/{self._next_number():05d}_{label}.png"
-        write_bytes(self.folder / name, _png(255 - rasterize(plain, size, brush)))  # black on white
-        entry = {"file": name, "label": label, "size": int(size), "brush": float(brush),
-                 "saved": _dt.datetime.now().isoformat(timespec="seconds"), "strokes": plain}
-        text = "".join(line + "\n" for line in self._lines())
-        write_bytes(self.manifest, (text + json.dumps(entry) + "\n").encode("utf-8"))
+        with hold_lock(self.folder / LOCK):  # another process saving now waits: no number taken twice
+            self._clean_stale()
+            name = f"{DRAWINGS}/{self._next_number():05d}_{label}.png"
+            write_bytes(self.folder / name, pixels)
+            entry = {"file": name, "label": label, "size": int(size), "brush": float(brush),
+                     "saved": _dt.datetime.now().isoformat(timespec="seconds"), "strokes": plain}
+            self._write_lines([*self._lines(), json.dumps(entry)])
         return Sample(label, self.folder / name, "pad", plain)
 
-    def remove_last(self) -> Sample | None:
-        """Remove the newest pad drawing (its manifest line, then its PNG); None when there is none."""
-        entries = [(n, s) for n, s in self._entries() if s is not None]
-        if not entries:
-            return None
-        number, sample = entries[-1]
-        lines = self._lines()
-        del lines[number - 1]
+    def _clean_stale(self) -> None:
+        """Remove the temporaries that saves killed mid-write left (their process no longer exists)."""
+        clean_stale(self.folder, targets=lambda name: name == MANIFEST)
+        clean_stale(self.folder / DRAWINGS, targets=lambda name: name.endswith(".png"))
+
+    def _write_lines(self, lines: list[str]) -> None:
+        """Replace the manifest with ``lines``, atomically (hold the lock)."""
         write_bytes(self.manifest, "".join(line + "\n" for line in lines).encode("utf-8"))
-        sample.path.unlink(missing_ok=True)
+
+    def remove_last(self) -> Sample | None:
+        """Remove the newest pad drawing: every manifest line that lists its PNG, then the PNG; None when
+        there is none. Lines of other drawings, damaged ones included, stay as they are."""
+        if not self.manifest.parent.is_dir():
+            return None
+        with hold_lock(self.folder / LOCK):
+            drawings = self.drawings()
+            if not drawings:
+                return None
+            sample = drawings[-1]
+            lines = self._lines()
+            keep = [line for line in lines if _listed_file(line) != sample.path.relative_to(self.folder).as_posix()]
+            self._write_lines(keep)
+            sample.path.unlink(missing_ok=True)  # no line lists it any more
         return sample
 
     # ---- added image files ------------------------------------------------------------------
@@ -209,8 +269,9 @@ class HandwritingStore:
             if (not path.is_file() or rel.parts[0] == DRAWINGS or rel == Path(MANIFEST)
                     or any(part.startswith(".") for part in rel.parts)):
                 continue  # the pad's own files, and hidden ones (temporary files among them)
-            if not _is_image(path):
-                _skip(f"{rel} is not an image file: skipped")
+            problem = _image_problem(path)
+            if problem:
+                _skip(f"{rel} {problem}: skipped")
                 continue
             label = label_from_name(rel)
             if label is None:

@@ -7,19 +7,25 @@ checkpoint's normalisation constants) and onnxruntime-web's wasm runtime, copied
 package pinned in this folder's ``package-lock.json`` (installed with ``npm ci`` when missing).
 The page never loads anything from another host. Browsers refuse to load the model from
 ``file://``: serve the folder, e.g. ``python -m http.server -d DIR``.
+
+The folder is built beside its target and renamed into place (:func:`mnistlib._support.files.atomic_folder`):
+a full disk or a kill leaves the earlier page whole, never a page without its model. Because the folder is
+replaced whole, only a new or empty folder, or an earlier page's, is accepted (:func:`check_site_folder`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from mnistlib._support.files import write_bytes
+from mnistlib._support import files
 
-__all__ = ["PAGE_FILES", "RUNTIME_FILES", "WebPageError", "build_site", "ensure_runtime", "serve_hint"]
+__all__ = ["PAGE_FILES", "RUNTIME_FILES", "SITE_FILES", "WebPageError", "build_site", "check_site_folder",
+           "ensure_runtime", "serve_hint"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The page itself, copied from this package.
@@ -27,6 +33,8 @@ PAGE_FILES = ("index.html", "style.css", "app.js", "preprocess.js")
 #: onnxruntime-web's wasm-only build: the ES module, its wasm loader and the wasm binary.
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 MODEL_NAME = "model.onnx"
+#: Everything :func:`build_site` writes; a folder holding nothing else is an earlier page, and may be replaced.
+SITE_FILES = (*PAGE_FILES, *RUNTIME_FILES, MODEL_NAME, "config.json")
 NPM_TIMEOUT_S = 600
 
 
@@ -98,34 +106,57 @@ def _check_model(onnx_path: Path) -> bytes:
 
 
 def build_site(onnx_path: str | Path, out_dir: str | Path, *, mean: float, std: float) -> Path:
-    """Write the static drawing page for an ONNX model into ``out_dir``; returns that folder.
+    """Write the static drawing page for an ONNX model into ``out_dir``, whole (built beside it, then renamed
+    into place); returns that folder.
 
     ``mean`` and ``std`` are the checkpoint's normalisation constants (``Checkpoint.mean/std``).
-    Raises :class:`WebPageError` (one line) when the model, the constants or npm are unusable.
+    Raises :class:`WebPageError` (one line) when the model, the constants, npm or the folder are unusable.
     """
     try:
         mean, std = float(mean), float(std)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise WebPageError(f"Bad normalisation constants: mean={mean!r}, std={std!r} (numbers needed).") from None
     if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
         raise WebPageError(f"Bad normalisation constants: mean={mean}, std={std} (std must be > 0).")
     model = _check_model(Path(onnx_path).expanduser())
     dist = ensure_runtime()
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise WebPageError(f"{out} exists and is not a folder.")
+    out = check_site_folder(out_dir)
+    config = {"model": MODEL_NAME, "mean": mean, "std": std}
+    contents = {name: (PACKAGE_DIR / name).read_bytes() for name in PAGE_FILES}
+    contents |= {name: (dist / name).read_bytes() for name in RUNTIME_FILES}
+    contents |= {MODEL_NAME: model, "config.json": (json.dumps(config, indent=2) + "\n").encode()}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in PAGE_FILES:
-            write_bytes(out / name, (PACKAGE_DIR / name).read_bytes())
-        for name in RUNTIME_FILES:
-            write_bytes(out / name, (dist / name).read_bytes())
-        write_bytes(out / MODEL_NAME, model)
-        config = {"model": MODEL_NAME, "mean": mean, "std": std}
-        write_bytes(out / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-    except OSError as exc:
+        files.clean_stale(out.parent, targets=lambda name: name == files.temp_target(out.name))
+        with files.atomic_folder(out) as folder:
+            for name, data in contents.items():
+                _write(folder / name, data)
+    except OSError as exc:  # a full disk, a read-only folder: the earlier page, if any, is untouched
         raise WebPageError(f"Could not write the page into {out}: {exc.strerror or exc}") from None
     return out.resolve()
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write one of the page's files and flush it to disk (the folder is renamed into place afterwards)."""
+    path.write_bytes(data)
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def check_site_folder(out_dir: str | Path) -> Path:
+    """``out_dir`` as the page's folder: new, empty, or an earlier page (its own files only). Anything else is
+    refused with :class:`WebPageError`, since building the page replaces the folder whole."""
+    out = Path(out_dir).expanduser().absolute()
+    try:
+        if out.exists() and not out.is_dir():
+            raise WebPageError(f"{out} exists and is not a folder.")
+        others = sorted(p.name for p in out.iterdir() if p.name not in SITE_FILES) if out.is_dir() else []
+    except OSError as exc:  # a name too long, no permission to look inside
+        raise WebPageError(f"Cannot use {out}: {exc.strerror or exc}") from None
+    if others:
+        shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+        raise WebPageError(f"{out} holds other files ({shown}): the page replaces its folder whole, so give a "
+                           "new or empty folder, or the folder of an earlier page.")
+    return out
 
 
 def serve_hint(out_dir: str | Path, port: int = 8000) -> str:
