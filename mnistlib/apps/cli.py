@@ -257,7 +257,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _write_figures(history: object, checkpoint: Path, folder: Path) -> None:
-    """``training_history.png`` and ``predictions.png`` (the best checkpoint on the first test images)."""
+    """``training_history.png`` and ``predictions.png``: the best checkpoint on the first validation images
+    (the test set gives final numbers only)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,7 +272,7 @@ def _write_figures(history: object, checkpoint: Path, folder: Path) -> None:
     print(f"wrote {save_figure(fig, folder / 'training_history.png')}")
     plt.close(fig)
     best = _load(str(checkpoint))
-    first = get_data(batch_size=20, eval_batch_size=20).test
+    first = get_data(batch_size=20, eval_batch_size=20).val
     fig = plot_predictions(predict_all(best.model, [next(iter(first))]), n=20)
     print(f"wrote {save_figure(fig, folder / 'predictions.png')}")
     plt.close(fig)
