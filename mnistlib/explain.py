@@ -8,6 +8,9 @@ Layers are named by their dotted path from ``model.named_modules()`` (``"feature
 ``"classifier.1"``); :func:`layer_names` lists them and an unknown name raises
 :class:`LayerNotFoundError`, whose message lists the valid ones.
 
+:class:`ActivationStats` is a callback for :func:`mnistlib.training.fit` that watches the same
+activations *during* training: their mean, standard deviation and share of zeros, batch by batch.
+
 Images passed to the saliency functions are *normalised* (as the model sees them). The
 *background* of an MNIST image is the normalised value of a 0 pixel, ``-mean / std``
 (:func:`background_value`); occlusion paints that value and gradient × input measures the
@@ -46,6 +49,8 @@ __all__ = [
     "plot_saliency",
     "plot_feature_space",
     "FeatureMapExplorer",
+    "ActivationStats",
+    "plot_activation_stats",
 ]
 
 Image = torch.Tensor
@@ -558,3 +563,81 @@ class FeatureMapExplorer:
                     display(fig)
         finally:
             plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Activation statistics during training (a callback for mnistlib.training.fit)
+
+
+class ActivationStats:
+    """A callback for :func:`mnistlib.training.fit`: the mean, standard deviation and share of exact zeros
+    of chosen layers' outputs on every ``every``-th training batch (validation passes are not counted).
+
+    ``layers`` defaults to every ``nn.ReLU`` — what each layer passes on. The forward hooks are hung
+    on at ``before_fit`` and always removed at ``after_fit``. Read ``steps`` (training batches since the
+    start, counted from 1) and ``stats[layer]["mean" | "std" | "zeros"]``, one value per recorded step.
+    """
+
+    order = 0
+    KINDS = ("mean", "std", "zeros")
+
+    def __init__(self, layers: Sequence[str] | None = None, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
+        self.layers, self.every = (list(layers) if layers is not None else None), every
+        self.steps: list[int] = []
+        self.stats: dict[str, dict[str, list[float]]] = {}
+        self._batch, self._now, self._handles = 0, {}, []
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            if module.training and (self._batch + 1) % self.every == 0:
+                out = output.detach().float()
+                self._now[name] = (float(out.mean()), float(out.std()), float((out == 0).float().mean()))
+
+        return hook
+
+    def before_fit(self, state) -> None:
+        model = state.model
+        names = self.layers or [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)] or conv_layers(model)
+        self.layers = names
+        for name in names:
+            self.stats.setdefault(name, {kind: [] for kind in self.KINDS})
+            self._handles.append(get_layer(model, name).register_forward_hook(self._hook(name)))
+
+    def after_batch(self, state) -> None:
+        self._batch += 1
+        if self._now:
+            self.steps.append(self._batch)
+            for name, values in self._now.items():
+                for kind, value in zip(self.KINDS, values, strict=True):
+                    self.stats[name][kind].append(value)
+            self._now = {}
+
+    def after_fit(self, state) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def plot_activation_stats(runs: dict[str, ActivationStats], title: str | None = None):
+    """One row per run, one column each for the mean, the standard deviation and the share of zeros,
+    a line per layer; a column shares its y axis across runs, so the rows compare directly."""
+    import matplotlib.pyplot as plt
+
+    labels = {"mean": "mean", "std": "standard deviation", "zeros": "share of zeros"}
+    fig, axes = plt.subplots(len(runs), 3, figsize=(12, 2.8 * len(runs) + 0.6), sharex=True, sharey="col",
+                             squeeze=False)
+    for row, (run, stats) in zip(axes, runs.items(), strict=True):
+        for ax, kind in zip(row, ActivationStats.KINDS, strict=True):
+            for layer, values in stats.stats.items():
+                ax.plot(stats.steps, values[kind], label=layer, lw=1.2)
+            ax.set_title(f"{run}: {labels[kind]}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=8, title="output of", title_fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("training batch")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -361,3 +361,78 @@ def test_activation_after_finds_the_relu_the_next_layer_reads() -> None:
     assert E.activation_after(model, "features.0") == "features.2"  # conv → BatchNorm → ReLU
     assert E.activation_after(get_model("one-by-one"), "features.6") == "features.8"  # 1×1, then 3×3 + ReLU
     assert E.activation_after(model, "classifier.4") == "classifier.4"  # nothing after it
+
+
+# ----------------------------------------------------------------------------- activation statistics
+
+
+def _batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)]
+
+
+def _fit_with(stats: E.ActivationStats, model: nn.Module, lr: float = 0.0, n: int = 5, epochs: int = 1):
+    from types import SimpleNamespace
+
+    from mnistlib.training import fit
+
+    data = SimpleNamespace(train=_batches(n), val=_batches(2, seed=1))
+    return fit(model, data, torch.optim.SGD(model.parameters(), lr=lr), epochs=epochs, device="cpu",
+               callbacks=[stats])
+
+
+def test_activation_stats_are_the_training_batches_statistics() -> None:
+    torch.manual_seed(0)
+    model = Tiny()
+    stats = E.ActivationStats()
+    _fit_with(stats, model, lr=0.0, n=5, epochs=2)  # lr 0: the weights stay, so every batch can be recomputed
+    assert stats.layers == ["act"]  # the default: every ReLU
+    assert stats.steps == list(range(1, 11))  # 5 batches × 2 epochs; the validation passes are not counted
+    for step, (x, _) in zip(stats.steps, _batches(5) * 2, strict=True):
+        with torch.no_grad():
+            out = torch.relu(model.conv(x))
+        got = [stats.stats["act"][kind][step - 1] for kind in ("mean", "std", "zeros")]
+        want = [float(out.mean()), float(out.std()), float((out == 0).float().mean())]
+        assert got == pytest.approx(want, rel=1e-5), step
+
+
+def test_activation_stats_every_and_chosen_layers() -> None:
+    model = registry_model("classic")
+    stats = E.ActivationStats(["features.0", "classifier.2"], every=2)
+    _fit_with(stats, model, lr=0.01, n=5)
+    assert stats.steps == [2, 4] and set(stats.stats) == {"features.0", "classifier.2"}
+    assert all(len(v) == 2 for d in stats.stats.values() for v in d.values())
+    assert stats.stats["features.0"]["zeros"] == [0.0, 0.0]  # a conv's output, before any ReLU
+    with pytest.raises(ValueError):
+        E.ActivationStats(every=0)
+
+
+def test_activation_stats_remove_their_hooks_even_when_the_run_fails() -> None:
+    model = registry_model("batchnorm")
+
+    class Boom:
+        def after_batch(self, state) -> None:
+            raise RuntimeError("boom")
+
+    from types import SimpleNamespace
+
+    from mnistlib.training import fit
+
+    stats = E.ActivationStats()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, SimpleNamespace(train=_batches(3), val=[]), torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1, device="cpu", callbacks=[stats, Boom()])
+    assert len(stats.layers) == 3 and stats.steps == [1]
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_activation_stats_figure_has_a_row_per_run() -> None:
+    runs = {}
+    for lr in (0.0, 0.1):
+        torch.manual_seed(0)
+        runs[f"lr {lr}"] = stats = E.ActivationStats()
+        _fit_with(stats, Tiny(), lr=lr, n=3)
+    fig = E.plot_activation_stats(runs)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert [len(ax.lines) for ax in fig.axes] == [1] * 6
+    plt.close(fig)
