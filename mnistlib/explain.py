@@ -493,8 +493,9 @@ def plot_feature_space(space: FeatureSpace, title: str | None = None):
 class FeatureMapExplorer:
     """A layer dropdown and an image slider over a set of images; the feature-map grid redraws.
 
-    ``images`` are normalised ``[N, 1, H, W]``. Display ``explorer.widget``; call
-    ``explorer.show(image)`` to view any other image (e.g. the drawing pad's) with the same layer.
+    ``images`` are normalised ``[N, 1, H, W]``, named ``source`` in titles ("validation image 3").
+    Display ``explorer.widget``; call ``explorer.show(image)`` to view any other image (e.g. the
+    drawing pad's) with the same layer.
     """
 
     def __init__(
@@ -505,10 +506,11 @@ class FeatureMapExplorer:
         layers: Sequence[str] | None = None,
         layer: str | None = None,
         index: int = 0,
+        source: str = "test image",
     ) -> None:
         import ipywidgets as widgets
 
-        self.model = model
+        self.model, self.source = model, source
         self.images = _as_batch(images)
         self.labels = labels
         options = list(layers) if layers is not None else conv_layers(model)
@@ -541,7 +543,7 @@ class FeatureMapExplorer:
         self.last_shape = tuple(maps.shape[1:])
         with eval_mode(self.model), torch.no_grad():
             pred = int(self.model(x.to(model_device(self.model))).argmax(1)[0])
-        what = "your image" if custom else f"test image {self.index.value}"
+        what = "your image" if custom else f"{self.source} {self.index.value}"
         if not custom and self.labels is not None:
             what += f" (label {int(self.labels[self.index.value])})"
         c, h, w = self.last_shape

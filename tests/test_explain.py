@@ -323,6 +323,12 @@ def test_explorer_redraws_on_layer_and_image() -> None:
     ex.index.value = 1  # moving the slider goes back to the test images
     assert torch.equal(ex.current_image(), images[1:2])
     assert not plt.get_fignums(), "the explorer closes its figures"
+    fig = ex.figure()
+    assert "for test image 1 (label 1), predicted" in fig.texts[0].get_text()
+    named = E.FeatureMapExplorer(model, images, labels=torch.arange(4), source="validation image", index=3)
+    fig2 = named.figure()
+    assert "for validation image 3 (label 3), predicted" in fig2.texts[0].get_text()
+    plt.close(fig), plt.close(fig2)
 
 
 # ----------------------------------------------------------------------------- checkpoints
