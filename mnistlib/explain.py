@@ -44,6 +44,7 @@ __all__ = [
     "background_value",
     "occlusion_map",
     "gradient_x_input",
+    "rank_correlation",
     "plot_kernels",
     "plot_feature_maps",
     "plot_saliency",
@@ -339,6 +340,25 @@ def gradient_x_input(
         score = model(img)[0, tgt]
         (grad,) = torch.autograd.grad(score, img)
     return (grad * (img.detach() - base)).sum(dim=1)[0].cpu()
+
+
+def _average_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The rank of every value (1 = smallest); tied values share the average of their ranks."""
+    _, inverse, counts = torch.unique(t.flatten(), return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    return (last - (counts - 1) / 2)[inverse]
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two maps of the same shape (ties share their average rank):
+    1 = the same order of importance, 0 = unrelated, −1 = reversed; NaN when either map is constant.
+    The sanity check of Adebayo et al. (2018) compares a trained and a randomised model's maps with it."""
+    if a.shape != b.shape:
+        raise ValueError(f"the maps differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+    ra, rb = _average_ranks(a.detach().cpu()), _average_ranks(b.detach().cpu())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    norm = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / norm if norm > 0 else math.nan
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -277,6 +279,21 @@ def test_pca_recovers_the_main_direction() -> None:
     assert torch.allclose(points.mean(0), torch.zeros(2), atol=1e-4)
     again, _ = E.pca_2d(data)
     assert torch.equal(points, again)
+
+
+def test_rank_correlation() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(28, 28, generator=g)
+    assert E.rank_correlation(a, a * 3 + 1) == pytest.approx(1.0)  # only the order counts
+    assert E.rank_correlation(a, a.exp()) == pytest.approx(1.0)
+    assert E.rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert abs(E.rank_correlation(a, torch.randn(28, 28, generator=g))) < 0.15
+    # ties share their average rank: two maps blank in the same places agree there, whatever the ink says
+    x = torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0])
+    assert E.rank_correlation(x, torch.tensor([0.0, 0.0, 0.0, 2.0, 1.0])) == pytest.approx(7 / 8)
+    assert math.isnan(E.rank_correlation(x, torch.zeros(5)))
+    with pytest.raises(ValueError, match="shape"):
+        E.rank_correlation(a, a[:5])
 
 
 # ----------------------------------------------------------------------------- pictures
