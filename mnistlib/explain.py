@@ -644,18 +644,19 @@ class ActivationStats:
 
 def plot_activation_stats(runs: dict[str, ActivationStats], title: str | None = None):
     """One row per run, one column each for the mean, the standard deviation and the share of zeros,
-    a line per layer; a column shares its y axis across runs, so the rows compare directly."""
+    a line per layer. Shares of zeros are all drawn from 0 to 1; each mean and standard deviation panel
+    has its own scale (one run's spike would flatten another's curves)."""
     import matplotlib.pyplot as plt
 
     labels = {"mean": "mean", "std": "standard deviation", "zeros": "share of zeros"}
-    fig, axes = plt.subplots(len(runs), 3, figsize=(12, 2.8 * len(runs) + 0.6), sharex=True, sharey="col",
-                             squeeze=False)
+    fig, axes = plt.subplots(len(runs), 3, figsize=(12, 2.8 * len(runs) + 0.6), sharex=True, squeeze=False)
     for row, (run, stats) in zip(axes, runs.items(), strict=True):
         for ax, kind in zip(row, ActivationStats.KINDS, strict=True):
             for layer, values in stats.stats.items():
                 ax.plot(stats.steps, values[kind], label=layer, lw=1.2)
             ax.set_title(f"{run}: {labels[kind]}", fontsize=10)
             ax.grid(alpha=0.3)
+        row[2].set_ylim(-0.03, 1.03)
         row[0].legend(fontsize=8, title="output of", title_fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("training batch")

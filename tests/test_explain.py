@@ -458,4 +458,5 @@ def test_activation_stats_figure_has_a_row_per_run() -> None:
     fig = E.plot_activation_stats(runs)
     assert isinstance(fig, Figure) and len(fig.axes) == 6
     assert [len(ax.lines) for ax in fig.axes] == [1] * 6
+    assert all(ax.get_ylim() == (-0.03, 1.03) for ax in fig.axes[2::3])  # shares of zeros: one scale, 0 to 1
     plt.close(fig)
