@@ -657,7 +657,7 @@ def plot_activation_stats(runs: dict[str, ActivationStats], title: str | None = 
             ax.set_title(f"{run}: {labels[kind]}", fontsize=10)
             ax.grid(alpha=0.3)
         row[2].set_ylim(-0.03, 1.03)
-        row[0].legend(fontsize=8, title="output of", title_fontsize=8)
+        row[2].legend(fontsize=8, title="output of", title_fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     for ax in axes[-1]:
         ax.set_xlabel("training batch")
     if title:
