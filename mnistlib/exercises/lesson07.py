@@ -48,7 +48,7 @@ def check_feature_width(answer: object) -> str:
     model = get_model("classic")
     right = explain.get_layer(model, explain.penultimate_layer(model)).in_features
     if n == right:
-        return "each test image becomes that many numbers; PCA draws them in 2-D."
+        return "each image becomes that many numbers; PCA draws them in 2-D."
     if n == 320:
         raise Wrong("that is the first Linear layer's input; feature_space reads the input of the *last* Linear layer.")
     if n == 10:
