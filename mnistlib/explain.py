@@ -8,6 +8,9 @@ Layers are named by their dotted path from ``model.named_modules()`` (``"feature
 ``"classifier.1"``); :func:`layer_names` lists them and an unknown name raises
 :class:`LayerNotFoundError`, whose message lists the valid ones.
 
+:class:`ActivationStats` is a callback for :func:`mnistlib.training.fit` that watches the same
+activations *during* training: their mean, standard deviation and share of zeros, batch by batch.
+
 Images passed to the saliency functions are *normalised* (as the model sees them). The
 *background* of an MNIST image is the normalised value of a 0 pixel, ``-mean / std``
 (:func:`background_value`); occlusion paints that value and gradient × input measures the
@@ -17,7 +20,7 @@ input relative to it, so a blank image gets a zero map from both.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,11 +44,14 @@ __all__ = [
     "background_value",
     "occlusion_map",
     "gradient_x_input",
+    "rank_correlation",
     "plot_kernels",
     "plot_feature_maps",
     "plot_saliency",
     "plot_feature_space",
     "FeatureMapExplorer",
+    "ActivationStats",
+    "plot_activation_stats",
 ]
 
 Image = torch.Tensor
@@ -317,6 +323,25 @@ def gradient_x_input(
     return (grad * (img.detach() - base)).sum(dim=1)[0].cpu()
 
 
+def _average_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The rank of every value (1 = smallest); tied values share the average of their ranks."""
+    _, inverse, counts = torch.unique(t.flatten(), return_inverse=True, return_counts=True)
+    last = counts.cumsum(0).double()
+    return (last - (counts - 1) / 2)[inverse]
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman's rank correlation of two maps of the same shape (ties share their average rank):
+    1 = the same order of importance, 0 = unrelated, −1 = reversed; NaN when either map is constant.
+    The sanity check of Adebayo et al. (2018) compares a trained and a randomised model's maps with it."""
+    if a.shape != b.shape:
+        raise ValueError(f"the maps differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+    ra, rb = _average_ranks(a.detach().cpu()), _average_ranks(b.detach().cpu())
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    norm = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / norm if norm > 0 else math.nan
+
+
 # --------------------------------------------------------------------------------------------
 # Pictures (each returns the Figure; the notebook shows it with plt.show())
 
@@ -469,8 +494,9 @@ def plot_feature_space(space: FeatureSpace, title: str | None = None):
 class FeatureMapExplorer:
     """A layer dropdown and an image slider over a set of images; the feature-map grid redraws.
 
-    ``images`` are normalised ``[N, 1, H, W]``. Display ``explorer.widget``; call
-    ``explorer.show(image)`` to view any other image (e.g. the drawing pad's) with the same layer.
+    ``images`` are normalised ``[N, 1, H, W]``, named ``source`` in titles ("validation image 3").
+    Display ``explorer.widget``; call ``explorer.show(image)`` to view any other image (e.g. the
+    drawing pad's) with the same layer.
     """
 
     def __init__(
@@ -481,10 +507,11 @@ class FeatureMapExplorer:
         layers: Sequence[str] | None = None,
         layer: str | None = None,
         index: int = 0,
+        source: str = "test image",
     ) -> None:
         import ipywidgets as widgets
 
-        self.model = model
+        self.model, self.source = model, source
         self.images = _as_batch(images)
         self.labels = labels
         options = list(layers) if layers is not None else conv_layers(model)
@@ -517,7 +544,7 @@ class FeatureMapExplorer:
         self.last_shape = tuple(maps.shape[1:])
         with eval_mode(self.model), torch.no_grad():
             pred = int(self.model(x.to(model_device(self.model))).argmax(1)[0])
-        what = "your image" if custom else f"test image {self.index.value}"
+        what = "your image" if custom else f"{self.source} {self.index.value}"
         if not custom and self.labels is not None:
             what += f" (label {int(self.labels[self.index.value])})"
         c, h, w = self.last_shape
@@ -539,3 +566,82 @@ class FeatureMapExplorer:
                     display(fig)
         finally:
             plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# Activation statistics during training (a callback for mnistlib.training.fit)
+
+
+class ActivationStats:
+    """A callback for :func:`mnistlib.training.fit`: the mean, standard deviation and share of exact zeros
+    of chosen layers' outputs on every ``every``-th training batch (validation passes are not counted).
+
+    ``layers`` defaults to every ``nn.ReLU`` — what each layer passes on. The forward hooks are hung
+    on at ``before_fit`` and always removed at ``after_fit``. Read ``steps`` (training batches since the
+    start, counted from 1) and ``stats[layer]["mean" | "std" | "zeros"]``, one value per recorded step.
+    """
+
+    order = 0
+    KINDS = ("mean", "std", "zeros")
+
+    def __init__(self, layers: Sequence[str] | None = None, every: int = 1) -> None:
+        if every < 1:
+            raise ValueError(f"every must be ≥ 1, got {every}")
+        self.layers, self.every = (list(layers) if layers is not None else None), every
+        self.steps: list[int] = []
+        self.stats: dict[str, dict[str, list[float]]] = {}
+        self._batch, self._now, self._handles = 0, {}, []
+
+    def _hook(self, name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            if module.training and (self._batch + 1) % self.every == 0:
+                out = output.detach().float()
+                self._now[name] = (float(out.mean()), float(out.std()), float((out == 0).float().mean()))
+
+        return hook
+
+    def before_fit(self, state) -> None:
+        model = state.model
+        names = self.layers or [n for n, m in model.named_modules() if isinstance(m, nn.ReLU)] or conv_layers(model)
+        self.layers = names
+        for name in names:
+            self.stats.setdefault(name, {kind: [] for kind in self.KINDS})
+            self._handles.append(get_layer(model, name).register_forward_hook(self._hook(name)))
+
+    def after_batch(self, state) -> None:
+        self._batch += 1
+        if self._now:
+            self.steps.append(self._batch)
+            for name, values in self._now.items():
+                for kind, value in zip(self.KINDS, values, strict=True):
+                    self.stats[name][kind].append(value)
+            self._now = {}
+
+    def after_fit(self, state) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def plot_activation_stats(runs: dict[str, ActivationStats], title: str | None = None):
+    """One row per run, one column each for the mean, the standard deviation and the share of zeros,
+    a line per layer. Shares of zeros are all drawn from 0 to 1; each mean and standard deviation panel
+    has its own scale (one run's spike would flatten another's curves)."""
+    import matplotlib.pyplot as plt
+
+    labels = {"mean": "mean", "std": "standard deviation", "zeros": "share of zeros"}
+    fig, axes = plt.subplots(len(runs), 3, figsize=(12, 2.8 * len(runs) + 0.6), sharex=True, squeeze=False)
+    for row, (run, stats) in zip(axes, runs.items(), strict=True):
+        for ax, kind in zip(row, ActivationStats.KINDS, strict=True):
+            for layer, values in stats.stats.items():
+                ax.plot(stats.steps, values[kind], label=layer, lw=1.2)
+            ax.set_title(f"{run}: {labels[kind]}", fontsize=10)
+            ax.grid(alpha=0.3)
+        row[2].set_ylim(-0.03, 1.03)
+        row[2].legend(fontsize=8, title="output of", title_fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    for ax in axes[-1]:
+        ax.set_xlabel("training batch")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -360,6 +360,7 @@ def test_save_two_labelled_drawings(lab, tmp_path) -> None:
 
     entries = [json.loads(line) for line in (lab.digits / "manifest.jsonl").read_text().splitlines()]
     assert [e["label"] for e in entries] == [7, 1]
+    assert len({e["session"] for e in entries}) == 1 and entries[0]["session"]  # one pad, one drawing session
     for entry in entries:
         with Image.open(lab.digits / entry["file"]) as img:
             assert img.size == (280, 280) and img.mode == "L"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -285,6 +287,21 @@ def test_pca_recovers_the_main_direction() -> None:
     assert torch.equal(points, again)
 
 
+def test_rank_correlation() -> None:
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(28, 28, generator=g)
+    assert E.rank_correlation(a, a * 3 + 1) == pytest.approx(1.0)  # only the order counts
+    assert E.rank_correlation(a, a.exp()) == pytest.approx(1.0)
+    assert E.rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert abs(E.rank_correlation(a, torch.randn(28, 28, generator=g))) < 0.15
+    # ties share their average rank: two maps blank in the same places agree there, whatever the ink says
+    x = torch.tensor([0.0, 0.0, 0.0, 1.0, 2.0])
+    assert E.rank_correlation(x, torch.tensor([0.0, 0.0, 0.0, 2.0, 1.0])) == pytest.approx(7 / 8)
+    assert math.isnan(E.rank_correlation(x, torch.zeros(5)))
+    with pytest.raises(ValueError, match="shape"):
+        E.rank_correlation(a, a[:5])
+
+
 # ----------------------------------------------------------------------------- pictures
 
 
@@ -329,6 +346,12 @@ def test_explorer_redraws_on_layer_and_image() -> None:
     ex.index.value = 1  # moving the slider goes back to the test images
     assert torch.equal(ex.current_image(), images[1:2])
     assert not plt.get_fignums(), "the explorer closes its figures"
+    fig = ex.figure()
+    assert "for test image 1 (label 1), predicted" in fig.texts[0].get_text()
+    named = E.FeatureMapExplorer(model, images, labels=torch.arange(4), source="validation image", index=3)
+    fig2 = named.figure()
+    assert "for validation image 3 (label 3), predicted" in fig2.texts[0].get_text()
+    plt.close(fig), plt.close(fig2)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -367,3 +390,79 @@ def test_activation_after_finds_the_relu_the_next_layer_reads() -> None:
     assert E.activation_after(model, "features.0") == "features.2"  # conv → BatchNorm → ReLU
     assert E.activation_after(get_model("one-by-one"), "features.6") == "features.8"  # 1×1, then 3×3 + ReLU
     assert E.activation_after(model, "classifier.4") == "classifier.4"  # nothing after it
+
+
+# ----------------------------------------------------------------------------- activation statistics
+
+
+def _batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(n)]
+
+
+def _fit_with(stats: E.ActivationStats, model: nn.Module, lr: float = 0.0, n: int = 5, epochs: int = 1):
+    from types import SimpleNamespace
+
+    from mnistlib.training import fit
+
+    data = SimpleNamespace(train=_batches(n), val=_batches(2, seed=1))
+    return fit(model, data, torch.optim.SGD(model.parameters(), lr=lr), epochs=epochs, device="cpu",
+               callbacks=[stats])
+
+
+def test_activation_stats_are_the_training_batches_statistics() -> None:
+    torch.manual_seed(0)
+    model = Tiny()
+    stats = E.ActivationStats()
+    _fit_with(stats, model, lr=0.0, n=5, epochs=2)  # lr 0: the weights stay, so every batch can be recomputed
+    assert stats.layers == ["act"]  # the default: every ReLU
+    assert stats.steps == list(range(1, 11))  # 5 batches × 2 epochs; the validation passes are not counted
+    for step, (x, _) in zip(stats.steps, _batches(5) * 2, strict=True):
+        with torch.no_grad():
+            out = torch.relu(model.conv(x))
+        got = [stats.stats["act"][kind][step - 1] for kind in ("mean", "std", "zeros")]
+        want = [float(out.mean()), float(out.std()), float((out == 0).float().mean())]
+        assert got == pytest.approx(want, rel=1e-5), step
+
+
+def test_activation_stats_every_and_chosen_layers() -> None:
+    model = registry_model("classic")
+    stats = E.ActivationStats(["features.0", "classifier.2"], every=2)
+    _fit_with(stats, model, lr=0.01, n=5)
+    assert stats.steps == [2, 4] and set(stats.stats) == {"features.0", "classifier.2"}
+    assert all(len(v) == 2 for d in stats.stats.values() for v in d.values())
+    assert stats.stats["features.0"]["zeros"] == [0.0, 0.0]  # a conv's output, before any ReLU
+    with pytest.raises(ValueError):
+        E.ActivationStats(every=0)
+
+
+def test_activation_stats_remove_their_hooks_even_when_the_run_fails() -> None:
+    model = registry_model("batchnorm")
+
+    class Boom:
+        def after_batch(self, state) -> None:
+            raise RuntimeError("boom")
+
+    from types import SimpleNamespace
+
+    from mnistlib.training import fit
+
+    stats = E.ActivationStats()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit(model, SimpleNamespace(train=_batches(3), val=[]), torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1, device="cpu", callbacks=[stats, Boom()])
+    assert len(stats.layers) == 3 and stats.steps == [1]
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_activation_stats_figure_has_a_row_per_run() -> None:
+    runs = {}
+    for lr in (0.0, 0.1):
+        torch.manual_seed(0)
+        runs[f"lr {lr}"] = stats = E.ActivationStats()
+        _fit_with(stats, Tiny(), lr=lr, n=3)
+    fig = E.plot_activation_stats(runs)
+    assert isinstance(fig, Figure) and len(fig.axes) == 6
+    assert [len(ax.lines) for ax in fig.axes] == [1] * 6
+    assert all(ax.get_ylim() == (-0.03, 1.03) for ax in fig.axes[2::3])  # shares of zeros: one scale, 0 to 1
+    plt.close(fig)

@@ -13,18 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from mnistlib._support import files as safefiles
-from mnistlib.drawing import prepare_digit, preprocess
 from mnistlib.handwriting.store import (
     HandwritingDataset,
     HandwritingStore,
     HandwritingWarning,
     label_from_name,
+    split_by_session,
     stratified_split,
 )
-from mnistlib.handwriting.synthetic import make_synthetic_digits, synthetic_strokes
+from mnistlib.handwriting.synthetic import SessionStyle, make_synthetic_digits, session_style, synthetic_strokes
+from PIL import Image
+
+from mnistlib._support import files as safefiles
+from mnistlib.drawing import prepare_digit, preprocess
 from mnistlib.strokes import example_strokes, rasterize
 
 MEAN, STD = 0.1307, 0.3081
@@ -129,6 +130,58 @@ def test_written_files_respect_the_umask(tmp_path) -> None:
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not mkstemp's 0600
+
+
+# ------------------------------------------------------------------------ drawing sessions
+
+
+def test_each_store_object_is_one_session(store) -> None:
+    later = HandwritingStore(store.folder)  # the next sitting: a new kernel, a new store
+    later.add_drawing(example_strokes("7-bar"), 4)
+    assert later.session != store.session
+    lines = [json.loads(line) for line in store.manifest.read_text().splitlines()]
+    assert [m["session"] for m in lines] == [store.session, store.session, later.session]
+    assert [s.session for s in HandwritingStore(store.folder).drawings()] == [store.session] * 2 + [later.session]
+    named = HandwritingStore(store.folder, session="monday")
+    assert named.add_drawing(example_strokes("1"), 1).session == "monday"
+    assert named.remove_last().session == "monday" and len(store.drawings()) == 3
+
+
+def test_lines_written_before_sessions_are_still_read(store) -> None:
+    old = [json.loads(line) for line in store.manifest.read_text().splitlines()]
+    for entry in old:
+        del entry["session"]
+    old[0]["saved"] = "2024-03-01T10:00:00"
+    del old[1]["saved"]
+    store.manifest.write_text("".join(json.dumps(e) + "\n" for e in old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not damaged: nothing reported
+        samples = store.drawings()
+    assert [(s.label, s.session) for s in samples] == [(7, "day-2024-03-01"), (1, "unknown")]
+
+
+def test_added_image_files_are_one_session(store) -> None:
+    seven_on_paper().save(store.folder / "scan_7.png")
+    assert [s.session for s in store.samples()] == [store.session, store.session, "files"]
+
+
+def test_split_by_session_keeps_sessions_whole() -> None:
+    sessions = ["a"] * 30 + ["b"] * 20 + ["c"] * 25 + ["d"] * 25
+    tune, held = split_by_session(sessions, 0.3, seed=0)
+    assert sorted(tune + held) == list(range(100)) and not set(tune) & set(held)
+    assert not {sessions[i] for i in tune} & {sessions[i] for i in held}
+    assert len(held) in (25, 30)  # the one session whose size is nearest 30 % of the digits
+    assert split_by_session(sessions, 0.3, seed=0) == (tune, held)
+    assert len({tuple(split_by_session(sessions, 0.3, seed=s)[1]) for s in range(10)}) > 1  # the seed chooses
+    assert len(split_by_session(sessions, 0.5, seed=0)[1]) in (45, 50, 55)  # two sessions
+    assert len(split_by_session(sessions, 0.01)[1]) > 0 and len(split_by_session(sessions, 0.99)[0]) > 0
+
+
+def test_split_by_session_needs_two_sessions() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        split_by_session(["a"] * 10)
+    with pytest.raises(ValueError, match="fraction"):
+        split_by_session(["a", "b"], 0.0)
 
 
 # ------------------------------------------------------------------------ damaged manifests
@@ -282,11 +335,13 @@ def test_synthetic_digits_are_seeded_and_stored_like_drawings(tmp_path) -> None:
         assert img.shape == (28, 28) and img.max() == pytest.approx(1.0)
 
 
-def test_synthetic_strokes_stay_on_the_canvas() -> None:
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("styled", [False, True])
+def test_synthetic_strokes_stay_on_the_canvas(styled: bool) -> None:
+    rng, styles = np.random.default_rng(0), np.random.default_rng(1)
     for digit in range(10):
         for _ in range(20):
-            strokes, brush = synthetic_strokes(digit, rng, 280)
+            style = session_style(styles) if styled else SessionStyle()
+            strokes, brush = synthetic_strokes(digit, rng, 280, style)
             pts = np.concatenate([np.asarray(s) for s in strokes])
             assert pts.min() >= brush / 2 - 1e-6 and pts.max() <= 280 - brush / 2 + 1e-6
 
@@ -412,3 +467,33 @@ def test_temporaries_of_a_killed_save_are_removed_by_the_next_save(store) -> Non
     store.add_drawing(example_strokes("1"), 1)
     assert not any(path.exists() for path in left)
     assert sorted(p.name for p in (store.folder / "pad").iterdir()) == ["00001_7.png", "00002_1.png", "00003_1.png"]
+
+
+def test_synthetic_sessions(tmp_path) -> None:
+    store = HandwritingStore(tmp_path / "s")
+    samples = make_synthetic_digits(store, per_digit=10, seed=0, sessions=4)
+    sessions = [s.session for s in samples]
+    assert sorted(set(sessions)) == [f"made-up-{k}" for k in range(1, 5)]
+    assert [sessions.count(f"made-up-{k}") for k in range(1, 5)] == [30, 30, 20, 20]  # 10 rounds over 4 sittings
+    for k in range(1, 5):  # every sitting draws every digit
+        assert sorted({s.label for s in samples if s.session == f"made-up-{k}"}) == list(range(10))
+    assert [s.session for s in HandwritingStore(store.folder).drawings()] == sessions  # written to the manifest
+    brushes = [json.loads(line)["brush"] for line in store.manifest.read_text().splitlines()]
+    rng = np.random.default_rng(0)  # the same jitter in the writer's usual style
+    usual = [synthetic_strokes(d, rng, 280)[1] for _ in range(10) for d in range(10)]
+    assert brushes[:30] == pytest.approx(usual[:30])  # the first sitting is the usual hand …
+    for k in (2, 3, 4):  # … every later one has its own pen width
+        ratios = {round(b / u, 6) for b, u, s in zip(brushes, usual, sessions, strict=True) if s == f"made-up-{k}"}
+        assert len(ratios) == 1 and ratios != {1.0}
+    with pytest.raises(ValueError, match="sessions"):
+        make_synthetic_digits(HandwritingStore(tmp_path / "t"), per_digit=2, sessions=3)
+
+
+def test_one_synthetic_session_draws_what_it_always_drew(tmp_path) -> None:
+    store = HandwritingStore(tmp_path / "one")
+    samples = make_synthetic_digits(store, per_digit=2, seed=3)
+    rng = np.random.default_rng(3)
+    expected = [synthetic_strokes(d, rng, 280) for _ in range(2) for d in range(10)]
+    for sample, (strokes, _) in zip(samples, expected, strict=True):
+        assert sample.strokes == [[[round(x, 1), round(y, 1)] for x, y in s] for s in strokes]
+    assert {s.session for s in samples} == {store.session}

@@ -10,7 +10,15 @@ It builds on the core (``mnistlib.data``, ``models``, ``recipes``…) and nothin
 but the apps and the course machinery.
 """
 
-from .store import HandwritingDataset, HandwritingStore, HandwritingWarning, Sample, default_folder, stratified_split
+from .store import (
+    HandwritingDataset,
+    HandwritingStore,
+    HandwritingWarning,
+    Sample,
+    default_folder,
+    split_by_session,
+    stratified_split,
+)
 
 __all__ = ["HandwritingDataset", "HandwritingStore", "HandwritingWarning", "Sample", "default_folder",
-           "stratified_split"]
+           "split_by_session", "stratified_split"]

@@ -3,7 +3,7 @@
 A folder (default ``<data root>/my_digits``) holds it all::
 
     my_digits/
-      manifest.jsonl      one line per pad drawing: its PNG, label, strokes, canvas size, brush
+      manifest.jsonl      one line per pad drawing: its PNG, label, strokes, canvas size, brush, session
       pad/00001_7.png     the pad drawing as you saw it (black on white, canvas resolution)
       7/photo.jpg         a photo or scan: the label is the folder's name …
       scan_3.png          … or a lone digit in the file name
@@ -16,6 +16,9 @@ manifest line, a line repeating an earlier one (counted once), a line whose stro
 PNG and label are what count), a file that is not an image, one too large to open and one without a
 label are each reported by name (a :class:`HandwritingWarning`) and skipped or kept as said.
 :class:`HandwritingDataset` serves the folder the way torchvision's MNIST serves MNIST.
+
+Every store object is one drawing **session** (an id in each manifest line it writes), so that
+:func:`split_by_session` can hold out whole sittings: digits drawn in one sitting look alike.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import io
 import json
 import math
 import re
+import secrets
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,11 +53,14 @@ __all__ = [
     "Sample",
     "default_folder",
     "label_from_name",
+    "new_session_id",
+    "split_by_session",
     "stratified_split",
 ]
 
 MANIFEST = "manifest.jsonl"
 LOCK = ".manifest.lock"  #: held while a drawing is saved or undone (hidden: never taken for an image)
+FILES_SESSION = "files"  #: the session of every image file added to the folder (photos, scans)
 DRAWINGS = "pad"  #: sub-folder of the pad's PNGs (read through the manifest only)
 _LONE_DIGIT = re.compile(r"(?<![0-9A-Za-z])([0-9])(?![0-9A-Za-z])")
 
@@ -79,6 +86,21 @@ class Sample:
     path: Path
     source: str  #: "pad" (a drawing from the pad) or "file" (an image file added to the folder)
     strokes: list | None = field(default=None, repr=False, compare=False)
+    session: str = ""  #: the drawing session it was saved in (see :func:`split_by_session`)
+
+
+def new_session_id() -> str:
+    """A fresh session id: the local time to the second, and 4 random hex digits against clashes."""
+    return f"{_dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def _session_of(entry: dict) -> str:
+    """A manifest line's session; a line written before sessions were recorded counts by the day it was
+    saved (``saved`` starts with the date), and one without either as ``"unknown"``."""
+    session, saved = entry.get("session"), entry.get("saved")
+    if isinstance(session, str) and session:
+        return session
+    return f"day-{saved[:10]}" if isinstance(saved, str) and len(saved) >= 10 else "unknown"
 
 
 def label_from_name(relative: str | Path) -> int | None:
@@ -141,11 +163,16 @@ def _listed_file(line: str) -> str | None:
 
 
 class HandwritingStore:
-    """The folder of your labelled digits: save pad drawings, undo the last one, list every sample."""
+    """The folder of your labelled digits: save pad drawings, undo the last one, list every sample.
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    Each store object is one drawing session: the drawings it saves share ``session`` (a new id by
+    default; give one to continue a session or to name it).
+    """
+
+    def __init__(self, folder: str | Path | None = None, *, session: str | None = None) -> None:
         self.folder = Path(folder).expanduser() if folder is not None else default_folder()
         self.manifest = self.folder / MANIFEST
+        self.session = session or new_session_id()
 
     def __repr__(self) -> str:
         return f"HandwritingStore({str(self.folder)!r})"
@@ -179,7 +206,7 @@ class HandwritingStore:
         except ValueError as exc:
             _skip(f"{self.manifest.name} line {number} has no usable strokes ({exc}): its {file} and label kept")
             strokes = None
-        return Sample(label, path, "pad", strokes)
+        return Sample(label, path, "pad", strokes, _session_of(entry))
 
     def _entries(self) -> list[tuple[int, Sample | None]]:
         """(line number, Sample or None when damaged or repeating an earlier line's PNG) for every non-blank
@@ -229,9 +256,10 @@ class HandwritingStore:
             name = f"{DRAWINGS}/{self._next_number():05d}_{label}.png"
             write_bytes(self.folder / name, pixels)
             entry = {"file": name, "label": label, "size": int(size), "brush": float(brush),
-                     "saved": _dt.datetime.now().isoformat(timespec="seconds"), "strokes": plain}
+                     "saved": _dt.datetime.now().isoformat(timespec="seconds"), "session": self.session,
+                     "strokes": plain}
             self._write_lines([*self._lines(), json.dumps(entry)])
-        return Sample(label, self.folder / name, "pad", plain)
+        return Sample(label, self.folder / name, "pad", plain, self.session)
 
     def _clean_stale(self) -> None:
         """Remove the temporaries that saves killed mid-write left (their process no longer exists)."""
@@ -277,7 +305,7 @@ class HandwritingStore:
             if label is None:
                 _skip(f"{rel} has no label: name it like 7_name.png or put it in a folder named 7; skipped")
                 continue
-            out.append(Sample(label, path, "file"))
+            out.append(Sample(label, path, "file", session=FILES_SESSION))
         return out
 
     def samples(self) -> list[Sample]:
@@ -364,3 +392,24 @@ def stratified_split(labels: Sequence[int] | torch.Tensor, held_out: float = 0.3
         held += idx[:k]
         tune += idx[k:]
     return sorted(tune), sorted(held)
+
+
+def split_by_session(sessions: Sequence[str], held_out: float = 0.3,
+                     seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (fine-tune, held out) that keep every session whole on one side: the sessions, in an order
+    shuffled with ``seed``, are held out one after another, stopping where the held-out share of the
+    samples is closest to ``held_out``; at least one session is held out and one kept.
+    ValueError with fewer than two sessions."""
+    if not 0 < held_out < 1:
+        raise ValueError(f"held_out is a fraction in (0, 1), got {held_out}")
+    sessions = [str(s) for s in sessions]
+    names = sorted(set(sessions))
+    if len(names) < 2:
+        raise ValueError(f"holding out whole sessions needs at least two; these samples come from {len(names)}")
+    order = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    sizes = np.cumsum([sessions.count(name) for name in order])[:-1]  # hold out 1 … all but one session
+    k = int(np.argmin(np.abs(sizes - held_out * len(sessions)))) + 1
+    held_names = set(order[:k])
+    held = [i for i, s in enumerate(sessions) if s in held_names]
+    tune = [i for i, s in enumerate(sessions) if s not in held_names]
+    return tune, held

@@ -4,19 +4,22 @@ Each digit 0–9 has a stroke template in one consistent personal style — a 1 
 base, a crossed 7, an open 4, a 9 with a straight stem — and every sample jitters it the way a hand
 does: stroke width, slant, scale, aspect, rotation, position and a slow wobble along the strokes.
 The samples are written through a :class:`~mnistlib.handwriting.HandwritingStore`, exactly as
-pad drawings are, so everything downstream treats them like a learner's own. Made by code from a
-seed; nothing is downloaded.
+pad drawings are, so everything downstream treats them like a learner's own — in one drawing
+session or several: as a person's writing does from one day to the next, each session after the
+first drifts a little from the usual style (a pen thicker or thinner, more or less lean, larger or
+smaller digits). Made by code from a seed; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from .store import HandwritingStore, Sample
 
-__all__ = ["TEMPLATES", "make_synthetic_digits", "synthetic_strokes"]
+__all__ = ["TEMPLATES", "SessionStyle", "make_synthetic_digits", "session_style", "synthetic_strokes"]
 
 Stroke = list[tuple[float, float]]
 
@@ -63,11 +66,27 @@ def _wobble(pts: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndar
     return out
 
 
-def synthetic_strokes(digit: int, rng: np.random.Generator, size: int = 280) -> tuple[list[Stroke], float]:
-    """One jittered drawing of ``digit`` on a ``size`` canvas: (strokes in canvas pixels, brush width)."""
-    slant, angle = rng.uniform(-0.1, 0.5), math.radians(rng.uniform(-12, 12))
-    scale, aspect = rng.uniform(0.45, 0.85), rng.uniform(0.75, 1.25)
-    wobble, brush = rng.uniform(0.005, 0.03), rng.uniform(0.06, 0.22) * scale * size
+@dataclass(frozen=True)
+class SessionStyle:
+    """How one drawing session differs from the writer's usual hand (the defaults: not at all)."""
+
+    slant: float = 0.0  #: added to every sample's slant (positive: leans further right)
+    brush: float = 1.0  #: the pen's width, as a factor
+    scale: float = 1.0  #: the digits' size, as a factor
+
+
+def session_style(rng: np.random.Generator) -> SessionStyle:
+    """A small random drift of the usual style, as between two sittings."""
+    return SessionStyle(slant=rng.uniform(-0.12, 0.12), brush=rng.uniform(0.75, 1.3), scale=rng.uniform(0.9, 1.1))
+
+
+def synthetic_strokes(digit: int, rng: np.random.Generator, size: int = 280,
+                      style: SessionStyle = SessionStyle()) -> tuple[list[Stroke], float]:
+    """One jittered drawing of ``digit`` on a ``size`` canvas in a session's ``style``:
+    (strokes in canvas pixels, brush width)."""
+    slant, angle = rng.uniform(-0.1, 0.5) + style.slant, math.radians(rng.uniform(-12, 12))
+    scale, aspect = rng.uniform(0.45, 0.85) * style.scale, rng.uniform(0.75, 1.25)
+    wobble, brush = rng.uniform(0.005, 0.03), rng.uniform(0.06, 0.22) * scale * size * style.brush
     strokes = [_wobble(_densify(s), rng, wobble) - 0.5 for s in TEMPLATES[int(digit)]]
     cos, sin = math.cos(angle), math.sin(angle)
     placed = []
@@ -81,15 +100,24 @@ def synthetic_strokes(digit: int, rng: np.random.Generator, size: int = 280) -> 
 
 
 def make_synthetic_digits(store: HandwritingStore, per_digit: int = 10, seed: int = 0,
-                          size: int = 280) -> list[Sample]:
-    """Write ``per_digit`` jittered drawings of each digit into ``store`` (0, 1, …, 9, 0, 1, …, as a
-    learner following the pad's suggestions would); the same ``seed`` gives the same drawings."""
+                          size: int = 280, sessions: int = 1) -> list[Sample]:
+    """Write ``per_digit`` jittered drawings of each digit into ``store``'s folder (0, 1, …, 9, 0, 1, …, as
+    a learner following the pad's suggestions would), spread as evenly as possible over ``sessions``
+    drawing sessions named ``made-up-1``, ``made-up-2``…; every session after the first has its own
+    :func:`session_style`. The same ``seed`` gives the same drawings; one session gives the drawings
+    this function always gave."""
     if per_digit < 1:
         raise ValueError(f"per_digit must be ≥ 1, got {per_digit}")
+    if not 1 <= sessions <= per_digit:
+        raise ValueError(f"sessions must be between 1 and per_digit ({per_digit}), got {sessions}")
     rng = np.random.default_rng(seed)
+    styles = np.random.default_rng([seed, 1])  # apart from rng, so one session draws what it always drew
     samples = []
-    for _ in range(per_digit):
-        for digit in range(10):
-            strokes, brush = synthetic_strokes(digit, rng, size)
-            samples.append(store.add_drawing(strokes, digit, size=size, brush=brush))
+    for number, rounds in enumerate(np.array_split(np.arange(per_digit), sessions), start=1):
+        style = SessionStyle() if number == 1 else session_style(styles)
+        session = store if sessions == 1 else HandwritingStore(store.folder, session=f"made-up-{number}")
+        for _ in rounds:
+            for digit in range(10):
+                strokes, brush = synthetic_strokes(digit, rng, size, style)
+                samples.append(session.add_drawing(strokes, digit, size=size, brush=brush))
     return samples

@@ -2,7 +2,7 @@
 
 Receptive fields are graded with :func:`mnistlib.explain.receptive_field`, the saliency exercises
 with :func:`mnistlib.explain.occlusion_map` and :func:`mnistlib.explain.gradient_x_input`, on an
-untrained, seeded model and a synthetic image.
+untrained, seeded model and a synthetic image; dead units on synthetic activations.
 """
 
 from __future__ import annotations
@@ -48,12 +48,44 @@ def check_feature_width(answer: object) -> str:
     model = get_model("classic")
     right = explain.get_layer(model, explain.penultimate_layer(model)).in_features
     if n == right:
-        return "each test image becomes that many numbers; PCA draws them in 2-D."
+        return "each image becomes that many numbers; PCA draws them in 2-D."
     if n == 320:
         raise Wrong("that is the first Linear layer's input; feature_space reads the input of the *last* Linear layer.")
     if n == 10:
         raise Wrong("those are the logits, the last layer's output; the feature space is its input.")
     raise Wrong("look at the classifier: what goes into its last nn.Linear?")
+
+
+def _dead_problems() -> tuple[tuple[torch.Tensor, float], ...]:
+    """Synthetic ReLU outputs with known dead units: a conv layer's [N, C, H, W] and a Linear's [N, F]."""
+    g = torch.Generator().manual_seed(0)
+    conv = torch.relu(torch.randn(32, 8, 6, 6, generator=g))
+    conv[:, [1, 5]] = 0  # dead: zero for every image and position
+    conv[1:, 3] = 0  # alive: only the first image makes it answer
+    conv[0, 6] = 0  # alive: silent on the first image only
+    flat = torch.relu(torch.randn(32, 10, generator=g))
+    flat[:, [0, 4, 7]] = 0
+    return (conv, 2 / 8), (flat, 3 / 10)
+
+
+@checker("the share of dead units")
+def check_dead_share(answer: object) -> str:
+    fn = need_callable(answer)
+    for acts, right in _dead_problems():
+        got = fn(acts.clone())
+        if close(got, right, rel=1e-6):
+            continue
+        if close(got, float((acts == 0).float().mean()), rel=1e-6):
+            raise Wrong("that is the share of zero *values*; a unit is dead only when it is zero for every image "
+                        "and every position.")
+        per_image = (acts.flatten(2) if acts.dim() > 2 else acts.unsqueeze(2)).amax(dim=2) == 0
+        if close(got, float(per_image.float().mean()), rel=1e-6) or close(got, float(per_image[0].float().mean()),
+                                                                           rel=1e-6):
+            raise Wrong("a unit silent on one image may answer another: it is dead only if it is zero for the "
+                        "whole batch.")
+        raise Wrong("for each unit (dimension 1: a channel, or a feature of a Linear layer), is every value it gave "
+                    "in the batch zero? Return the share of units for which that holds.")
+    return "a dead unit passes no gradient back through its ReLU, so nothing brings it back."
 
 
 def _problem() -> tuple[nn.Module, torch.Tensor, int]:
@@ -114,7 +146,8 @@ EXERCISES = (
         level=1,
         prompt_md=(
             "The classic net: 5 × 5 conv, 2 × 2 max-pool, 5 × 5 conv. What is the side of the square of input "
-            "pixels one unit of the **second** conv sees? Work it out, then compare with the table in the lesson."
+            "pixels one unit of the **second** conv sees? Work it out, then compare with "
+            "`print(layer_table(get_model(\"classic\")))` (the lesson's own table is for the model it loaded)."
         ),
         starter="rf_conv2 = ...  # a whole number of pixels",
         solution="field, jump = 1, 1\nfor kernel, stride in [(5, 1), (2, 2), (5, 1)]:\n    field += (kernel - 1) * jump\n    jump *= stride\nrf_conv2 = field\nrf_conv2",
@@ -154,6 +187,39 @@ EXERCISES = (
         wrong=(WrongAnswer("feature_width = 320", "*last* Linear"), WrongAnswer("feature_width = 10", "logits")),
         answer="feature_width",
         check=check_feature_width,
+    ),
+    Exercise(
+        key="dead_share",
+        title="Dead units",
+        level=2,
+        prompt_md=(
+            "A unit — one channel of a conv layer's output, or one feature of a Linear layer's — is **dead** on a "
+            "batch when it gives 0 for every image and every position. Write `dead_share(acts)`: `acts` is a ReLU's "
+            "output for one batch, `[N, C, H, W]` or `[N, F]`; return the share of its units that are dead. Then "
+            "measure the runs of section 5, for example "
+            "`dead_share(explain.capture(models[name], x_val[:500], layer)[layer])` for each `name` in `models` "
+            "and each `layer` in `runs[name].layers`."
+        ),
+        starter=(
+            "def dead_share(acts):\n"
+            '    """Share of units (dimension 1) that give 0 for every image and every position."""\n'
+            "    raise NotImplementedError  # your code here"
+        ),
+        solution=(
+            "def dead_share(acts):\n"
+            '    """Share of units (dimension 1) that give 0 for every image and every position."""\n'
+            "    per_unit = acts.transpose(0, 1).flatten(1)  # one row per unit: every value it gave in the batch\n"
+            "    return float((per_unit == 0).all(dim=1).float().mean())"
+        ),
+        wrong=(
+            WrongAnswer("def dead_share(acts):\n    return float((acts == 0).float().mean())", "zero *values*"),
+            WrongAnswer(
+                "def dead_share(acts):\n    return float((acts.flatten(2).amax(2) == 0).float().mean())",
+                "whole batch",
+            ),
+        ),
+        answer="dead_share",
+        check=check_dead_share,
     ),
     Exercise(
         key="occlusion_drop",
@@ -214,8 +280,9 @@ EXERCISES = (
         level=3,
         prompt_md=(
             "Write `grad_times_input(model, x, target, background)`: the gradient of the `target` logit with respect "
-            "to the image (model in eval mode), times `(x − background)`, as a 28 × 28 map. Afterwards, read "
-            "Adebayo et al. (2018) below: what would this map look like for a model with random weights?"
+            "to the image (model in eval mode), times `(x − background)`, as a 28 × 28 map. Afterwards, look again at "
+            "the random-weights check of section 3: why does this map keep the digit's shape for a network that "
+            "learned nothing?"
         ),
         starter=(
             "import torch\n\n\n"
@@ -260,7 +327,7 @@ QUIZ = (
         (
             "On a blank region positive and negative weights cancel.",
             "Bright on one side, dark on the other: an edge across the bands.",
-            "A 5 × 5 kernel sees only a 5 × 5 patch.",
+            "A first-layer kernel sees only a patch the size of the kernel.",
             "Trained kernels are structured, as the picture shows.",
         ),
     ),
@@ -268,16 +335,16 @@ QUIZ = (
         "Why are the second conv layer's feature maps smaller than the first's?",
         (
             "They have fewer channels",
-            "Pooling halved the maps, and an unpadded 5 × 5 conv trims 4 more pixels",
+            "The max-pool between the two convs halves each side (an unpadded conv would trim a border as well)",
             "The model crops the digit",
             "They are not smaller",
         ),
         1,
         (
-            "They have more channels (20 against 10).",
-            "24 → 12 by pooling, 12 → 8 by the conv: lesson 02's rule.",
+            "Channels are the other dimension: the second conv has more of them, as the shape table shows.",
+            "Lesson 02's rule: the shape table above shows each step, pool and conv.",
             "Nothing is cropped; shapes follow from the layers.",
-            "8 × 8 against 24 × 24.",
+            "Compare the shapes the table prints for the two conv layers.",
         ),
     ),
     Q(
@@ -324,19 +391,39 @@ QUIZ = (
         ),
     ),
     Q(
-        "The maps shown are raw conv outputs, before BatchNorm and ReLU. How should you read a strongly negative value?",
+        "The lesson shows each feature map after the BatchNorm and ReLU that follow the conv. What does a black "
+        "(zero) unit there mean?",
         (
-            "As a strong match",
-            "As the opposite pattern; after BatchNorm and ReLU it may still end up zero or positive, so read it with care",
-            "As an error",
-            "As the digit's background",
+            "The kernel's pattern is strongly there",
+            "After BatchNorm shifted and scaled the channel, the conv's answer there was zero or below, so the ReLU "
+            "passed nothing on: the pattern is absent there",
+            "The hook failed at that position",
+            "The image is blank there",
         ),
         1,
         (
-            "Red (positive) is the kernel's pattern; negative is its opposite.",
-            "BatchNorm shifts and scales each channel before the ReLU decides what passes.",
-            "Negative values are normal.",
-            "The background of the image is not what the sign encodes.",
+            "A strong match is bright; black is the ReLU's zero.",
+            "A raw conv output can be negative (the opposite pattern); after the ReLU every such value reads as 0.",
+            "Hooks copy whole outputs; zeros are real values.",
+            "Not necessarily: BatchNorm's shift can zero out a channel on ink too, and light one up on blank paper.",
+        ),
+    ),
+    Q(
+        "While a network trains, the share of zeros after one of its ReLUs climbs to 100 % and stays there, and "
+        "validation accuracy sits near 10 %. What happened?",
+        (
+            "The network has converged",
+            "That layer's units died: each gets a negative sum for every image, outputs 0 and so gets no gradient; a "
+            "learning rate far too high is a common cause",
+            "The ReLU layer is broken",
+            "Nothing: a ReLU saves memory by writing zeros",
+        ),
+        1,
+        (
+            "Ten classes and 10 % accuracy: the network is guessing.",
+            "Nothing after a dead layer receives a signal; a lower rate, or BatchNorm before the ReLU, keeps units alive.",
+            "It does exactly what it should with negative inputs.",
+            "Zeros that never change mean the layer passes nothing on.",
         ),
     ),
 )

@@ -6,24 +6,39 @@ did not forget MNIST (on the validation split).
 
 from __future__ import annotations
 
+import inspect
 import math
 
 from mnistlib.course.quiz import Question as Q
+from mnistlib.handwriting.finetune import mixed_data
 from mnistlib.models import count_parameters, get_model
 
 from .core import Exercise, LessonMaterial, Wrong, WrongAnswer, checker, need_callable, need_int
 
 
+def _mix_defaults() -> tuple[int, int, int]:
+    """(repeat, mnist_per_own, batch_size): how fine_tune mixes its batches by default (read from the code)."""
+    params = inspect.signature(mixed_data).parameters
+    return params["repeat"].default, params["mnist_per_own"].default, params["batch_size"].default
+
+
 @checker("fine-tuning steps per epoch")
 def check_finetune_steps(answer: object) -> str:
     n = need_int(answer)
-    if n == math.ceil((80 - 20) / 16):
-        return "a handful of steps per epoch: fine-tuning on your digits is quick."
-    if n == math.ceil(80 / 16):
-        raise Wrong("the held-out digits are not trained on: count only the training ones.")
-    if n == (80 - 20) // 16:
+    repeat, per_own, batch = _mix_defaults()
+    mine = 80 - 20
+    if n == math.ceil((repeat + per_own) * mine / batch):
+        return "most of every batch is MNIST: that is what keeps the model from forgetting it."
+    if n == math.ceil((repeat + per_own) * 80 / batch):
+        raise Wrong("the held-out session is not trained on: count only the training digits.")
+    if n == (repeat + per_own) * mine // batch:
         raise Wrong("the last, smaller batch is a step too.")
-    raise Wrong("how many of your digits are left for training? Divide by the batch size, rounding up.")
+    if n in (math.ceil(mine / batch), math.ceil(repeat * mine / batch), math.ceil(mine / 16)):
+        raise Wrong("every epoch also holds MNIST training images: mnist_per_own of them for each digit of yours.")
+    if n == math.ceil((1 + per_own) * mine / batch):
+        raise Wrong("each of your digits appears `repeat` times in an epoch, not once.")
+    raise Wrong("count the images of one epoch — your training digits, each `repeat` times, plus `mnist_per_own` MNIST "
+                "images per digit of yours — and divide by the batch size, rounding up.")
 
 
 @checker("what fine-tuning does to MNIST accuracy")
@@ -74,12 +89,25 @@ EXERCISES = (
         title="Steps per epoch of fine-tuning",
         level=1,
         prompt_md=(
-            "You drew 8 samples of each digit (80 images) and hold out 2 of each digit for validation. With a batch "
-            "size of 16, how many optimizer steps does one epoch of fine-tuning take?"
+            "You drew 80 digits in four sessions of 20 and hold out one whole session. `fine_tune` (its source is "
+            "printed in section 4) trains on your training digits mixed with MNIST: with its defaults each digit of "
+            "yours appears `repeat=4` times per epoch, joined by `mnist_per_own=10` MNIST training images per digit "
+            "of yours, in batches of `batch_size=64` (`mixed_data` builds them). How many optimizer steps does one "
+            "epoch take?"
         ),
         starter="finetune_steps = ...  # a whole number",
-        solution="import math\n\nfinetune_steps = math.ceil((80 - 2 * 10) / 16)\nfinetune_steps",
-        wrong=(WrongAnswer("finetune_steps = 5", "held-out digits"), WrongAnswer("finetune_steps = 3", "last, smaller batch")),
+        solution=(
+            "import math\n\n"
+            "mine = 80 - 20  # one session of 20 held out\n"
+            "finetune_steps = math.ceil((4 * mine + 10 * mine) / 64)\n"
+            "finetune_steps"
+        ),
+        wrong=(
+            WrongAnswer("finetune_steps = 1", "MNIST training images"),
+            WrongAnswer("finetune_steps = 18", "held-out session"),
+            WrongAnswer("finetune_steps = 13", "last, smaller batch"),
+            WrongAnswer("finetune_steps = 11", "`repeat` times"),
+        ),
         answer="finetune_steps",
         check=check_finetune_steps,
     ),
@@ -103,17 +131,18 @@ EXERCISES = (
         title="Hold out whole drawing sessions",
         level=2,
         prompt_md=(
-            "Digits drawn in one sitting look alike. Write `split_by_session(sessions, val_sessions)`: "
+            "Digits drawn in one sitting look alike. Write `hold_out_sessions(sessions, val_sessions)`: "
             "`sessions[i]` names the session image `i` was drawn in; return `(train_indices, val_indices)` with "
-            "every image of a session in `val_sessions` in validation and all others in training."
+            "every image of a session in `val_sessions` in validation and all others in training. (The lesson's "
+            "`split_by_session` also *chooses* which sessions to hold out.)"
         ),
         starter=(
-            "def split_by_session(sessions, val_sessions):\n"
+            "def hold_out_sessions(sessions, val_sessions):\n"
             '    """(train_indices, val_indices): whole sessions go to validation."""\n'
             "    raise NotImplementedError  # your code here"
         ),
         solution=(
-            "def split_by_session(sessions, val_sessions):\n"
+            "def hold_out_sessions(sessions, val_sessions):\n"
             '    """(train_indices, val_indices): whole sessions go to validation."""\n'
             "    val = [i for i, s in enumerate(sessions) if s in val_sessions]\n"
             "    train = [i for i, s in enumerate(sessions) if s not in val_sessions]\n"
@@ -121,12 +150,12 @@ EXERCISES = (
         ),
         wrong=(
             WrongAnswer(
-                "def split_by_session(sessions, val_sessions):\n"
+                "def hold_out_sessions(sessions, val_sessions):\n"
                 "    n = len(sessions)\n    return list(range(0, n, 2)), list(range(1, n, 2))",
                 "both halves",
             ),
         ),
-        answer="split_by_session",
+        answer="hold_out_sessions",
         check=check_session_split,
     ),
     Exercise(

@@ -18,7 +18,8 @@ def check_model_bytes(answer: object) -> str:
     except (TypeError, ValueError):
         raise Wrong("give two whole numbers: (float32 bytes, int8 bytes).") from None
     if (fp32, int8) == (RECORD_PARAMS * 4, RECORD_PARAMS):
-        return "4× smaller (plus a few scales and zero points the file also stores)."
+        return ("a quarter of the bytes for the weights; the file also keeps biases, scales, zero points and the "
+                "graph, so it shrinks a little less — the lesson prints by how much.")
     if (fp32, int8) == (RECORD_PARAMS * 32, RECORD_PARAMS * 8):
         raise Wrong("those are bits; a byte is 8 bits.")
     if fp32 == RECORD_PARAMS * 4:
@@ -30,7 +31,8 @@ def check_model_bytes(answer: object) -> str:
 def check_calibration(answer: object) -> str:
     word = str(answer).strip().lower()
     if word in {"train", "training"}:
-        return "normalised exactly as in training; validation then judges the quantised model."
+        return ("the images the model learned from; validation then judges the quantised copy, and the test set "
+                "gives the final number once.")
     if word == "test":
         raise Wrong("never choose anything with the test set: it is read once, for the final report.")
     if word in {"validation", "val"}:
@@ -232,7 +234,7 @@ QUIZ = (
         ),
         0,
         (
-            "Accuracy and agreement tell you what the 4× saving cost.",
+            "Accuracy and agreement on validation tell you what the smaller file cost; the test set is for the final number.",
             "Smaller is the point, not the check.",
             "Loading says nothing about accuracy.",
             "That is choosing on the test set.",
