@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from mnistlib._support import files as safefiles
+from mnistlib.drawing import prepare_digit, preprocess
 from mnistlib.handwriting.store import (
     HandwritingDataset,
     HandwritingStore,
@@ -22,10 +26,6 @@ from mnistlib.handwriting.store import (
     stratified_split,
 )
 from mnistlib.handwriting.synthetic import SessionStyle, make_synthetic_digits, session_style, synthetic_strokes
-from PIL import Image
-
-from mnistlib._support import files as safefiles
-from mnistlib.drawing import prepare_digit, preprocess
 from mnistlib.strokes import example_strokes, rasterize
 
 MEAN, STD = 0.1307, 0.3081
