@@ -1,7 +1,8 @@
 """Lesson 08's figures: fine-tuning on the synthetic writer, and training from scratch with augmentation.
 
 1. The base model (``load_or_train()``, or ``--checkpoint``) is scored on the synthetic writer's held-out
-   digits (a stratified 30 % of ``--per-digit`` × 10, seeded) and on MNIST's 5,000 validation images,
+   digits (whole drawing sessions, about 30 % of ``--per-digit`` × 10 drawn in ``--sessions`` sittings,
+   held out as lesson 08 does with :func:`split_by_session`) and on MNIST's 5,000 validation images,
    before and after :func:`mnistlib.handwriting.finetune.fine_tune` with its defaults.
 2. For each augmentation in ``--variants`` a model of the same architecture is trained from scratch
    (``--epochs`` epochs on ``--subset`` MNIST images, OneCycle Adam up to 5e-3, batches of 64) and
@@ -24,12 +25,13 @@ from machine import Conditions
 from store import save_result
 from torch.utils.data import DataLoader, Subset
 
-from mnistlib.checkpoints import load_checkpoint, load_or_train
+from mnistlib.checkpoints import load_checkpoint
 from mnistlib.data import get_data
 from mnistlib.evaluation import predict_all
 from mnistlib.handwriting.finetune import STRONGER_AUGMENT, HandAugment, fine_tune, train_with_augmentation
-from mnistlib.handwriting.store import HandwritingDataset, HandwritingStore, stratified_split
+from mnistlib.handwriting.store import HandwritingDataset, HandwritingStore, split_by_session
 from mnistlib.handwriting.synthetic import make_synthetic_digits
+from mnistlib.recipes import load_or_train
 
 VARIANTS = {
     "none": HandAugment(),
@@ -51,6 +53,8 @@ def main() -> None:
     parser.add_argument("--checkpoint",
                         help="base model (default: load_or_train(): lesson 03's run, else the quick model)")
     parser.add_argument("--per-digit", type=int, default=20, help="synthetic samples per digit")
+    parser.add_argument("--sessions", type=int, default=4, help="sittings the synthetic writer draws in")
+    parser.add_argument("--held-out", type=float, default=0.3, help="share of the digits held out, as whole sessions")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=2, help="epochs for each from-scratch model")
     parser.add_argument("--subset", type=int, default=None, help="MNIST training images (default: all)")
@@ -61,15 +65,16 @@ def main() -> None:
     conditions = Conditions("handwriting.py", None)
     ckpt = load_checkpoint(args.checkpoint) if args.checkpoint else load_or_train()
     store = HandwritingStore(tempfile.mkdtemp(prefix="synthetic_"))
-    make_synthetic_digits(store, per_digit=args.per_digit, seed=args.seed)
+    make_synthetic_digits(store, per_digit=args.per_digit, seed=args.seed, sessions=args.sessions)
     mine = HandwritingDataset(store, mean=ckpt.mean, std=ckpt.std)
-    tune, held = stratified_split(mine.targets, 0.3, seed=args.seed)
+    tune, held = split_by_session([s.session for s in mine.samples], args.held_out, seed=args.seed)
     held_loader, all_loader = DataLoader(Subset(mine, held), 256), DataLoader(mine, 256)
     val = get_data().val
     tuned = fine_tune(ckpt, mine.uint8_images()[tune], mine.targets[tune], seed=args.seed, device="cpu")
     rows = [("base model: " + ckpt.name, ckpt.model), ("fine-tuned (defaults)", tuned)]
     out = {"base": Path(ckpt.path).name if ckpt.path else ckpt.name, "base_tag": ckpt.hparams.get("tag"),
-           "base_epochs": ckpt.epoch, "synthetic": len(mine), "held_out": len(held), "rows": []}
+           "base_epochs": ckpt.epoch, "synthetic": len(mine), "held_out": len(held), "sessions": args.sessions,
+           "rows": []}
     for index in map(int, args.variants.split(",")):
         name, augment = list(VARIANTS.items())[index]
         model, _ = train_with_augmentation(ckpt.name, augment=augment, epochs=args.epochs, subset=args.subset,

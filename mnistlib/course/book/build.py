@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from mnistlib.config import REPO_ROOT
+
 __all__ = ["BookError", "Lesson", "BuildResult", "find_lessons", "prepare_notebook", "markdown_maths", "build"]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -226,7 +228,7 @@ def _stage(lessons: Sequence[Lesson], source: Path, root: Path) -> Path:
     (docs / "index.md").write_text(_landing_page(lessons), encoding="utf-8")
     package = resources.files("mnistlib.course.book")
     (docs / "assets" / "book.css").write_bytes(package.joinpath("assets/book.css").read_bytes())
-    for images in (source / "images", Path(__file__).resolve().parents[2] / "notebooks" / "images"):
+    for images in (source / "images", REPO_ROOT / "notebooks" / "images"):
         if images.is_dir():
             shutil.copytree(images, docs / "images", dirs_exist_ok=True)
     config = yaml.safe_load(package.joinpath("mkdocs.yml").read_text(encoding="utf-8"))
