@@ -26,8 +26,8 @@ import torch
 
 from mnistlib.drawing import classify, prepare_digit
 from mnistlib.models import get_model, list_models
-from mnistlib.pad import DigitPad
 from mnistlib.strokes import Strokes, example_strokes, rasterize
+from mnistlib.widgets.pad import DigitPad
 
 SHAPES = ["1", "7", "7-bar", "small-1-corner", "small-7-corner"]
 

@@ -7,16 +7,17 @@ Where each lesson's code lives (the core is this package's top-level modules):
 * 03 training — :mod:`mnistlib.training` (the one loop), :mod:`mnistlib.callbacks`,
   :mod:`mnistlib.recipes`, :mod:`mnistlib.checkpoints`
 * 04 evaluation — :mod:`mnistlib.evaluation`, :mod:`mnistlib.compare`
-* 05 draw a digit — :mod:`mnistlib.drawing`, :mod:`mnistlib.strokes`, :mod:`mnistlib.pad`
+* 05 draw a digit — :mod:`mnistlib.drawing`, :mod:`mnistlib.strokes`, and the pad in :mod:`mnistlib.widgets`
 * 06 faster and better — :mod:`mnistlib.speed`, the fast and record recipes in :mod:`mnistlib.recipes`
-* 07 inside the network — :mod:`mnistlib.explain`
+* 07 inside the network — :mod:`mnistlib.explain` (and its viewer in :mod:`mnistlib.widgets`)
 * 08 your own handwriting — :mod:`mnistlib.handwriting`
 * 09 out of the notebook — :mod:`mnistlib.export`, and the apps in :mod:`mnistlib.apps`
 
 Shared by all: :mod:`mnistlib.config` (where data and checkpoints live), :mod:`mnistlib.devices`.
-Around the lessons: :mod:`mnistlib.course` (exercises, quizzes, the book, measured results). Private:
-:mod:`mnistlib._support`. Imports point one way — ``_support`` ← core ← ``handwriting`` ← {``apps``,
-``course``} — as ``lint-imports`` checks.
+Interactive widgets (they need a running kernel): :mod:`mnistlib.widgets`. Around the lessons:
+:mod:`mnistlib.course` (exercises, quizzes, the book, measured results). Private: :mod:`mnistlib._support`.
+Imports point one way — ``_support`` ← core ← ``widgets`` ← ``handwriting`` ← {``apps``, ``course``} —
+as ``lint-imports`` checks.
 """
 
 import sys as _sys

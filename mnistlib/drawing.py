@@ -11,7 +11,7 @@ scale the longer side to 20 px → centre of mass to the centre of 28×28 → no
 
 Bad input never ends in a traceback: it raises :class:`DrawingError`, whose message is one line.
 The pad itself (strokes, canvas, prediction view) lives in :mod:`mnistlib.strokes` and
-:mod:`mnistlib.pad`; loading a model is the caller's job (a ``Checkpoint`` carries the model and
+:mod:`mnistlib.widgets.pad`; loading a model is the caller's job (a ``Checkpoint`` carries the model and
 the normalisation it was trained with).
 """
 

@@ -30,6 +30,8 @@ from .architecture import forward_hooks, trace_layers
 from .devices import eval_mode, model_device
 
 __all__ = [
+    "as_batch",
+    "single_image",
     "LayerNotFoundError",
     "layer_names",
     "conv_layers",
@@ -49,7 +51,6 @@ __all__ = [
     "plot_feature_maps",
     "plot_saliency",
     "plot_feature_space",
-    "FeatureMapExplorer",
     "ActivationStats",
     "plot_activation_stats",
 ]
@@ -95,7 +96,7 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-def _as_batch(x: torch.Tensor) -> torch.Tensor:
+def as_batch(x: torch.Tensor) -> torch.Tensor:
     """``[H, W]``, ``[C, H, W]`` or ``[N, C, H, W]`` → a float ``[N, C, H, W]`` batch."""
     if x.dim() == 2:
         x = x[None, None]
@@ -120,7 +121,7 @@ def capture(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str]) -> d
         store[name] = output.detach().clone().cpu()
 
     with forward_hooks(modules, record), eval_mode(model), torch.no_grad():
-        model(_as_batch(x).to(model_device(model)))
+        model(as_batch(x).to(model_device(model)))
     missing = [n for n in names if n not in store]
     if missing:
         raise RuntimeError(f"layers {missing} exist but were not used in the forward pass")
@@ -172,7 +173,7 @@ def embed(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tup
     handle = last.register_forward_pre_hook(pre_hook)
     try:
         device = model_device(model)
-        x = _as_batch(images)
+        x = as_batch(images)
         with eval_mode(model), torch.no_grad():
             for i in range(0, len(x), batch_size):
                 logits.append(model(x[i : i + batch_size].to(device)).cpu())
@@ -241,9 +242,9 @@ def background_value(mean: float, std: float) -> float:
     return (0.0 - mean) / std
 
 
-def _single(x: torch.Tensor) -> torch.Tensor:
+def single_image(x: torch.Tensor) -> torch.Tensor:
     """One image as a ``[1, C, H, W]`` batch; a batch of more than one image is an error."""
-    batch = _as_batch(x)
+    batch = as_batch(x)
     if len(batch) != 1:
         raise ValueError(f"expected one image, got a batch of {len(batch)}")
     return batch
@@ -274,7 +275,7 @@ def occlusion_map(
     filled with ``background`` (default: ``x.min()``, the blank-pixel value of an MNIST image).
     Positive = hiding this region lowers the probability (the model relies on it).
     """
-    img = _single(x)
+    img = single_image(x)
     fill = float(img.min()) if background is None else float(background)
     h, w = img.shape[-2:]
     patch = min(patch, h, w)
@@ -313,7 +314,7 @@ def gradient_x_input(
     Measuring the input from the blank background (default ``x.min()``) means only ink can earn
     credit; the sign says whether more ink there would raise (red) or lower (blue) the score.
     """
-    img = _single(x)
+    img = single_image(x)
     base = float(img.min()) if background is None else float(background)
     tgt = _target(model, img, target)
     img = img.to(model_device(model)).clone().requires_grad_(True)
@@ -424,7 +425,7 @@ def plot_feature_maps(
     for i, ax in enumerate(axes.flat):
         ax.set_axis_off()
         if extra and i == 0:
-            ax.imshow(_as_batch(image)[0, 0].cpu().numpy(), cmap="gray")
+            ax.imshow(as_batch(image)[0, 0].cpu().numpy(), cmap="gray")
             ax.set_title("input", fontsize=8)
         elif i < n:
             im = ax.imshow(m[i - extra].numpy(), **kw)
@@ -440,7 +441,7 @@ def plot_saliency(image: torch.Tensor, maps: dict[str, torch.Tensor], title: str
     """The digit, then each saliency map over it (red/blue around zero, symmetric limits)."""
     import matplotlib.pyplot as plt
 
-    img = _as_batch(image)[0, 0].cpu().numpy()
+    img = as_batch(image)[0, 0].cpu().numpy()
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.2 * (len(maps) + 1), 3.4), squeeze=False)
     axes = axes[0]
     axes[0].imshow(img, cmap="gray")
@@ -485,87 +486,6 @@ def plot_feature_space(space: FeatureSpace, title: str | None = None):
     ax.legend(markerscale=2, fontsize=8, loc="best", ncols=2)
     ax.set_title(title or f"{len(pts)} images: input of {space.layer} ({space.dim} numbers) in 2-D")
     return fig
-
-
-# --------------------------------------------------------------------------------------------
-# Interactive viewer
-
-
-class FeatureMapExplorer:
-    """A layer dropdown and an image slider over a set of images; the feature-map grid redraws.
-
-    ``images`` are normalised ``[N, 1, H, W]``, named ``source`` in titles ("validation image 3").
-    Display ``explorer.widget``; call ``explorer.show(image)`` to view any other image (e.g. the
-    drawing pad's) with the same layer.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        images: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        layers: Sequence[str] | None = None,
-        layer: str | None = None,
-        index: int = 0,
-        source: str = "test image",
-    ) -> None:
-        import ipywidgets as widgets
-
-        self.model, self.source = model, source
-        self.images = _as_batch(images)
-        self.labels = labels
-        options = list(layers) if layers is not None else conv_layers(model)
-        for name in options:
-            get_layer(model, name)
-        self.layer = widgets.Dropdown(options=options, value=layer or options[0], description="layer")
-        self.index = widgets.IntSlider(
-            value=index, min=0, max=len(self.images) - 1, description="image", continuous_update=False
-        )
-        self.output = widgets.Output()
-        self.widget = widgets.VBox([widgets.HBox([self.layer, self.index]), self.output])
-        self._custom: torch.Tensor | None = None
-        self.layer.observe(lambda _change: self.show(self._custom), names="value")
-        self.index.observe(lambda _change: self.show(None), names="value")
-        self.last_shape: tuple[int, ...] | None = None
-
-    def current_image(self) -> torch.Tensor:
-        """The image on screen: the custom one if set by :meth:`show`, else the slider's."""
-        if self._custom is not None:
-            return self._custom
-        i = self.index.value
-        return self.images[i : i + 1]
-
-    def figure(self, image: torch.Tensor | None = None):
-        """The feature-map grid for ``image`` (default: the current one) as a Figure."""
-        custom = image is not None or self._custom is not None
-        x = _single(image) if image is not None else self.current_image()
-        name = self.layer.value
-        maps = capture(self.model, x, name)[name]
-        self.last_shape = tuple(maps.shape[1:])
-        with eval_mode(self.model), torch.no_grad():
-            pred = int(self.model(x.to(model_device(self.model))).argmax(1)[0])
-        what = "your image" if custom else f"{self.source} {self.index.value}"
-        if not custom and self.labels is not None:
-            what += f" (label {int(self.labels[self.index.value])})"
-        c, h, w = self.last_shape
-        title = f"{name}: {c} maps of {h}×{w} for {what}, predicted {pred}"
-        return plot_feature_maps(maps, image=x, title=title)
-
-    def show(self, image: torch.Tensor | None = None) -> None:
-        """Redraw into the widget's output area; a given ``image`` stays until the slider moves."""
-        import matplotlib.pyplot as plt
-        from IPython import get_ipython
-        from IPython.display import display
-
-        self._custom = None if image is None else _single(image)
-        fig = self.figure()
-        try:
-            if get_ipython() is not None:  # outside a kernel there is nowhere to draw
-                with self.output:
-                    self.output.clear_output(wait=True)
-                    display(fig)
-        finally:
-            plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------

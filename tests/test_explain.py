@@ -16,6 +16,7 @@ from torch import nn
 
 from mnistlib import explain as E
 from mnistlib.architecture import conv_output_size, trace_layers
+from mnistlib.widgets.explorer import FeatureMapExplorer
 
 MEAN, STD = 0.1307, 0.3081
 BLANK = E.background_value(MEAN, STD)
@@ -150,7 +151,7 @@ def test_unknown_layer_everywhere_a_name_is_taken() -> None:
     with pytest.raises(E.LayerNotFoundError):
         E.get_layer(model, "")
     with pytest.raises(E.LayerNotFoundError):
-        E.FeatureMapExplorer(model, torch.zeros(2, 1, 28, 28), layers=["features.0", "nope"])
+        FeatureMapExplorer(model, torch.zeros(2, 1, 28, 28), layers=["features.0", "nope"])
     with pytest.raises(E.LayerNotFoundError, match="no nn.Linear"):
         E.penultimate_layer(nn.Sequential(nn.Conv2d(1, 1, 3)))
 
@@ -333,7 +334,7 @@ def test_explorer_redraws_on_layer_and_image() -> None:
     pytest.importorskip("ipywidgets")
     model = registry_model("classic")
     images = torch.randn(4, 1, 28, 28)
-    ex = E.FeatureMapExplorer(model, images, labels=torch.arange(4))
+    ex = FeatureMapExplorer(model, images, labels=torch.arange(4))
     assert list(ex.layer.options) == E.conv_layers(model) and ex.index.max == 3
     ex.layer.value = "features.3"
     assert ex.last_shape == (20, 8, 8)
@@ -348,7 +349,7 @@ def test_explorer_redraws_on_layer_and_image() -> None:
     assert not plt.get_fignums(), "the explorer closes its figures"
     fig = ex.figure()
     assert "for test image 1 (label 1), predicted" in fig.texts[0].get_text()
-    named = E.FeatureMapExplorer(model, images, labels=torch.arange(4), source="validation image", index=3)
+    named = FeatureMapExplorer(model, images, labels=torch.arange(4), source="validation image", index=3)
     fig2 = named.figure()
     assert "for validation image 3 (label 3), predicted" in fig2.texts[0].get_text()
     plt.close(fig), plt.close(fig2)

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from small_models import MEAN, STD, Fixed, tiny_model
 from torch import nn
 
-from mnistlib import pad as pad_module
 from mnistlib.drawing import Prediction, predict_image, prepare_digit
 from mnistlib.handwriting.collect import CollectingPad
 from mnistlib.handwriting.store import HandwritingStore
-from mnistlib.pad import DigitPad, DrawingCanvas, PredictionView, enable_colab_widgets
 from mnistlib.strokes import example_strokes, rasterize
+from mnistlib.widgets import pad as pad_module
+from mnistlib.widgets.pad import DigitPad, DrawingCanvas, PredictionView, enable_colab_widgets
 
 
 @pytest.fixture(scope="module")

@@ -176,8 +176,13 @@ def _handwriting(entry: dict) -> list[str]:
     base += f", the run tagged `{entry['base_tag']}`" if entry.get("base_tag") else ""
     return [*_rows(["model", "held-out synthetic", "all synthetic", "MNIST validation"], "lrrr", rows), "",
             f"Base model: {base}. {entry['synthetic']} synthetic digits, {entry['held_out']} of them held out "
-            f"(stratified); each from-scratch model trains {entry['epochs']} epoch(s) on "
+            f"({_held_out_how(entry)}); each from-scratch model trains {entry['epochs']} epoch(s) on "
             f"{entry['subset'] or 'all the'} training images, sees no synthetic digit and is one seed."]
+
+
+def _held_out_how(entry: dict) -> str:
+    sessions = entry.get("sessions")
+    return f"whole drawing sessions, of {sessions}" if sessions else "stratified"
 
 
 #: Keys whose renderer already says where, when and how they were measured.

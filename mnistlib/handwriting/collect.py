@@ -1,7 +1,7 @@
 """Lesson 08's collection mode: the drawing pad with 0–9 buttons that save what you draw, labelled.
 
 :class:`CollectionPanel` is the row of buttons with undo, counts per digit and a suggestion of what to
-draw next; :class:`CollectingPad` is lesson 05's :class:`~mnistlib.pad.DigitPad` with the panel added.
+draw next; :class:`CollectingPad` is lesson 05's :class:`~mnistlib.widgets.pad.DigitPad` with the panel added.
 Every drawing goes to a :class:`~mnistlib.handwriting.store.HandwritingStore` (PNG, strokes, label).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from mnistlib.pad import DigitPad, DrawingCanvas
+from mnistlib.widgets.pad import DigitPad, DrawingCanvas
 
 from .store import HandwritingStore
 
@@ -80,7 +80,7 @@ class CollectionPanel(widgets.VBox):
 
 
 class CollectingPad(DigitPad):
-    """A :class:`~mnistlib.pad.DigitPad` that also saves labelled drawings: ``CollectingPad(checkpoint)``.
+    """A :class:`~mnistlib.widgets.pad.DigitPad` that also saves labelled drawings: ``CollectingPad(checkpoint)``.
 
     ``store`` is a :class:`HandwritingStore`, a folder, or None for ``<data root>/my_digits``; every other
     keyword goes to the pad (``threshold``, ``size``, ``brush``…).

@@ -30,9 +30,9 @@ import numpy as np
 from ipycanvas import Canvas, hold_canvas
 from PIL import Image
 
-from ._support.images import MAX_SIDE
-from .drawing import NOT_SURE_BELOW, DrawingError, Prediction, classify, model_and_normalisation, prepare_digit
-from .strokes import StrokeList, Strokes, rasterize
+from mnistlib._support.images import MAX_SIDE
+from mnistlib.drawing import NOT_SURE_BELOW, DrawingError, Prediction, classify, model_and_normalisation, prepare_digit
+from mnistlib.strokes import StrokeList, Strokes, rasterize
 
 __all__ = [
     "DigitPad",
