@@ -76,7 +76,7 @@ def main() -> None:
     except webapp.AppModelError as exc:
         st.warning(str(exc), icon="ℹ️")
         st.stop()
-    st.caption(f"Model: {loaded.description}. Your drawing is cropped, scaled to 20 px and centred in 28×28 "
+    st.caption(f"Using {loaded.description}. Your drawing is cropped, scaled to 20 px and centred in 28×28 "
                "like an MNIST digit before the model reads it.")
     _drawing(loaded)
     _upload(loaded)
