@@ -8,6 +8,7 @@ small version the book's own test uses (a couple of lessons, quick mode), with n
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from mnistlib._support.files import write_text
@@ -16,7 +17,11 @@ __all__ = ["execute_notebook"]
 
 
 def execute_notebook(source: str | Path, out_dir: str | Path, timeout: int = 600) -> Path:
-    """Execute ``source`` with its outputs kept into ``out_dir`` (same name; written atomically)."""
+    """Execute ``source`` with its outputs kept into ``out_dir`` (same name; written atomically).
+
+    The kernel runs with Jupyter's inline backend whatever ``MPLBACKEND`` says here (the test suite
+    sets ``Agg``): a book page without its figures is not the lesson.
+    """
     import nbformat
     from nbclient import NotebookClient
 
@@ -24,5 +29,6 @@ def execute_notebook(source: str | Path, out_dir: str | Path, timeout: int = 600
     out_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(source, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(out_dir)}})
-    client.execute()
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    client.execute(env=env)
     return write_text(out_dir / source.name, json.dumps(nbformat.from_dict(nb), ensure_ascii=False, indent=1))
