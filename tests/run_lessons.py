@@ -28,8 +28,12 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parent.parent
 USING = re.compile(r"^Using (\S+\.pth) — .*\((?P<why>[^()]*)\)\s*$", re.MULTILINE)
 MAIN_RUN = "the best checkpoint of the run tagged 'lesson-03'"
-#: A cell draws a figure when it shows one or calls a plotting helper (a call, not a ``def``) …
-DRAWS = re.compile(r"plt\.show\(|^(?!\s*def\b).*(?<![\w])(?:\w+\.)?plot_\w+\(", re.MULTILINE)
+#: A cell draws a figure when it shows one, calls a plotting helper (a call, not a ``def``), or trains
+#: without being told to be quiet (``train``, ``fine_tune`` and anything asked for ``verbose=True`` draw the
+#: loss and accuracy curves) …
+DRAWS = re.compile(r"plt\.show\(|^(?!\s*def\b).*(?<![\w])(?:\w+\.)?plot_\w+\("
+                   r"|^(?!\s*def\b)(?!.*(?:verbose=False|\*\*quiet)).*(?<![\w.])(?:train|fine_tune)\("
+                   r"|verbose=True", re.MULTILINE)
 #: … unless it is tagged so: its figure lives in a widget (no kernel, no figure on a static page), or it draws
 #: only when the learner asks for it (a setting left empty by default).
 NO_STATIC_FIGURE = "no-static-figure"

@@ -134,9 +134,13 @@ def test_full_run_checker_flags_a_figure_cell_without_its_figure() -> None:
         new_code_cell("def plot_it(x):\n    return x"),  # defines a helper: draws nothing
         new_code_cell("fig"),  # no plotting call in the source, but its output says it was a figure
         new_code_cell("explorer.show()\nplt.show()", metadata={"tags": ["no-static-figure"]}),  # in a widget
+        new_code_cell("run = train(recipe, data)"),  # training draws its curves
+        new_code_cell("tuned = fine_tune(ckpt, images, labels)"),
+        new_code_cell("net.train()\nrun = train(recipe, data, verbose=False)"),  # a mode switch; a quiet run
+        new_code_cell("m = train_with_augmentation(name, verbose=True)"),
     ]
     cells[4].outputs = [text_only]
-    assert missing_figures(new_notebook(cells=cells)) == ["cell 1", "cell 2", "cell 4"]
+    assert missing_figures(new_notebook(cells=cells)) == ["cell 1", "cell 2", "cell 4", "cell 6", "cell 7", "cell 9"]
     assert nbformat.validate(new_notebook(cells=cells)) is None
 
 
