@@ -113,6 +113,7 @@ def test_draw_upload_and_stop(app, tmp_path) -> None:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(PAGE_S * 1000)
             page.goto(url)
             expect(page.locator(IDLE)).to_have_count(1, timeout=PREDICTION_MS)
             expect(page.get_by_text(ckpt.name)).to_have_count(1, timeout=PREDICTION_MS)  # the caption names it

@@ -113,6 +113,7 @@ def browser(book):
 def _open(browser, url: str, base: str):
     """A page at ``url`` that records every request leaving the loopback server."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(PAGE_S * 1000)
     outside: list[str] = []
     local = (base, "data:", "blob:", "about:")
     page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))

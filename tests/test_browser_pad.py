@@ -243,10 +243,10 @@ def open_and_run(page, lab: Lab, name: str, tmp_path: Path, front_end: str = "la
     else:
         page.goto(f"{lab.base}/notebooks/{name}?token={lab.token}")
     indicator = page.locator(".jp-Notebook-ExecutionIndicator")
-    page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
-    page.wait_for_function(KERNEL_READY, timeout=90_000)
+    page.wait_for_function("window.jupyterapp !== undefined", timeout=PAGE_S * 1000)
+    page.wait_for_function(KERNEL_READY, timeout=PAGE_S * 1000)
     if front_end == "lab":
-        expect(indicator).to_have_attribute("data-status", "idle", timeout=60_000)
+        expect(indicator).to_have_attribute("data-status", "idle", timeout=PAGE_S * 1000)
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     try:
         page.wait_for_function(ALL_CELLS_RAN, timeout=NOTEBOOK_RUN_S * 1000)
@@ -255,8 +255,8 @@ def open_and_run(page, lab: Lab, name: str, tmp_path: Path, front_end: str = "la
         unran = page.evaluate(UNRAN_PROMPTS)
         raise AssertionError(f"the notebook did not finish ({unran}):\n{lab.log_tail()}") from None
     if front_end == "lab":
-        expect(indicator).to_have_attribute("data-status", "idle", timeout=60_000)
-    page.wait_for_function(KERNEL_READY, timeout=60_000)
+        expect(indicator).to_have_attribute("data-status", "idle", timeout=PAGE_S * 1000)
+    page.wait_for_function(KERNEL_READY, timeout=PAGE_S * 1000)
     errors = page.locator(".jp-OutputArea-output").filter(has_text="Traceback")
     assert errors.count() == 0, errors.all_inner_texts()
     pad = page.locator(".mnist-pad").first
@@ -280,6 +280,7 @@ def test_draw_a_one_and_a_seven_in_jupyterlab(lab, tmp_path) -> None:
         browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
             pad = open_and_run(page, lab, NOTEBOOK.name, tmp_path)
             prediction = pad.locator(".mnist-pad-prediction")
             # The notebook drew a "1" from code: the page shows it too.
@@ -314,6 +315,7 @@ def test_draw_with_touch_in_mobile_emulation(lab, tmp_path) -> None:
         try:
             context = browser.new_context(**p.devices["Galaxy Tab S4"])  # is_mobile, has_touch
             page = context.new_page()
+            page.set_default_timeout(PAGE_S * 1000)
             assert page.evaluate("() => navigator.maxTouchPoints") > 0
             pad = open_and_run(page, lab, "collect.ipynb", tmp_path)
             prediction = pad.locator(".mnist-pad-prediction")
@@ -337,6 +339,7 @@ def test_save_two_labelled_drawings(lab, tmp_path) -> None:
         browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
             pad = open_and_run(page, lab, "collect.ipynb", tmp_path)
             prediction = pad.locator(".mnist-pad-prediction")
             prompt = pad.locator(".mnist-pad-prompt")
@@ -379,6 +382,7 @@ def test_draw_in_notebook_7(lab, tmp_path) -> None:
         browser = launch(p)
         try:
             page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(PAGE_S * 1000)
             pad = open_and_run(page, lab, "collect.ipynb", tmp_path, front_end="notebook")
             assert "/notebooks/" in page.url
             prediction = pad.locator(".mnist-pad-prediction")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from small_models import save_small, train_small
+from waiting import PAGE_S
 
 from mnistlib.apps import webapp
 from mnistlib.drawing import DrawingError, load_image
@@ -167,7 +168,7 @@ def run_page(monkeypatch, tmp_path: Path, *args: str):
     monkeypatch.setenv("MNISTLIB_CHECKPOINTS", str(tmp_path))
     monkeypatch.delenv(webapp.MODEL_ENV, raising=False)
     monkeypatch.setattr("sys.argv", [str(webapp.APP_SCRIPT), *args])
-    page = testing.AppTest.from_file(str(webapp.APP_SCRIPT), default_timeout=30)
+    page = testing.AppTest.from_file(str(webapp.APP_SCRIPT), default_timeout=PAGE_S)
     return page.run()
 
 
