@@ -178,7 +178,7 @@ def draw_history(axes: Sequence, history: object, target: float | None = None) -
         ax_acc.axhline(100 * target, color="gray", ls="--", lw=1, label=f"target {target:.1%}")
     if h.best_epoch is not None:
         ax_acc.plot([h.best_epoch], [100 * h.val_acc[h.epoch.index(h.best_epoch)]], "*", ms=14, color="gold",
-                    mec="black", label="best (saved)")
+                    mec="black", label="best validation accuracy")
     for ax in axes:
         if h.epoch:
             ax.set_xticks(h.epoch if len(h.epoch) <= 20 else ax.get_xticks())

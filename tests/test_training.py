@@ -324,3 +324,16 @@ def test_lr_finder_stops_when_the_loss_diverges_and_puts_everything_back(tiny: D
     assert again.lr == [1e-3] and again.train_loss[0] < 2.5
     with pytest.raises(ValueError, match="start_lr"):
         cb.LRFinder(start_lr=1.0, end_lr=1e-3)
+
+
+def test_history_plot_stars_the_best_accuracy_without_claiming_a_save():
+    """The star marks the best validation accuracy; runs with save=False (lesson 03's demo) saved nothing."""
+    from mnistlib.plots import plot_history
+
+    history = History()
+    history.add_epoch(1, 0.5, 0.8, 0.4, 0.85, 1e-3)
+    history.add_epoch(2, 0.3, 0.9, 0.3, 0.90, 1e-3)
+    fig = plot_history(history)
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "best validation accuracy" in labels and not any("saved" in label for label in labels)
+    matplotlib.pyplot.close(fig)
