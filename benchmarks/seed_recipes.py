@@ -1,4 +1,4 @@
-"""Train every seed recipe in full and tabulate its measured test accuracy beside its claim.
+"""Train every source project's recipe in full and tabulate its measured test accuracy beside its claim.
 
 Each recipe runs through ``mnistlib.recipes.train`` with its own batch size, learning rate,
 schedule, augmentation and epochs on the 55,000-image training split; the checkpoint is chosen on

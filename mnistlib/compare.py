@@ -1,4 +1,4 @@
-"""The seed projects' recipes side by side: each trained the same way, scored once on a sealed test set.
+"""The source projects' recipes side by side: each trained the same way, scored once on a sealed test set.
 
 :func:`compare_recipes` trains each recipe with :func:`mnistlib.recipes.train` while the test loader is
 wrapped in a :class:`~mnistlib.evaluation.SealedLoader` (reading it raises); the checkpoint is chosen on
@@ -53,7 +53,7 @@ def compare_recipes(
     log: Callable[[str], None] | None = print,
     **overrides: Any,
 ) -> list[Row]:
-    """Train each recipe (name or :class:`~mnistlib.recipes.Recipe`; default: the five seed recipes) with
+    """Train each recipe (name or :class:`~mnistlib.recipes.Recipe`; default: the five source projects' recipes) with
     :func:`mnistlib.recipes.train`, keep the weights that did best on the validation split, and only then
     score them once on the test set.
 

@@ -90,7 +90,7 @@ SEED_RECIPES: dict[str, Recipe] = _recipes(
            claimed_accuracy="95%+ (stops there), ~98% by epoch 5 with fc 128", claimed_parameters="~25K"),
 )
 
-#: Every recipe: the seed projects', lesson 06's fast and record recipes, and the quick stand-in model.
+#: Every recipe: the source projects', lesson 06's fast and record recipes, and the quick stand-in model.
 RECIPES: dict[str, Recipe] = SEED_RECIPES | _recipes(
     Recipe("fast", "the fast recipe: BatchNorm classic net, OneCycle, 2 epochs", "classic-bn",
            model_options={"hidden": 256, "first_bn": False}, epochs=2, batch_size=128, lr=1e-2,

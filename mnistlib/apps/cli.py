@@ -3,7 +3,7 @@
 Bad arguments or files end with exit code 2 and a one-line message, never a traceback.
 
     python -m mnistlib train --model batchnorm --epochs 5 --scheduler onecycle --lr 3e-3
-    python -m mnistlib train --recipe one-by-one            # a seed project's recipe
+    python -m mnistlib train --recipe one-by-one            # a source project's recipe
     python -m mnistlib train --resume checkpoints/final_model_20240131_142501.pth --epochs 2
     python -m mnistlib evaluate checkpoints/best_model_20240131_142501.pth
     python -m mnistlib predict checkpoints/best_model_20240131_142501.pth my_digit.png
@@ -340,14 +340,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     tr = sub.add_parser(
         "train",
         help="train a model and save best/final checkpoints",
-        description="Train a registry model (or a seed recipe) on MNIST. The best model by validation "
+        description="Train a registry model (or a source project's recipe) on MNIST. The best model by validation "
         "accuracy is saved as best_model_<stamp>.pth while training, the last as final_model_<stamp>.pth, "
         "with training_history.png and predictions.png next to them. Options not given come from "
         "--recipe or the --resume checkpoint, else the defaults shown. Ctrl-C stops after the current batch.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = tr.add_mutually_exclusive_group()
-    what.add_argument("--recipe", choices=list(RECIPES), help="a seed project's model and hyperparameters")
+    what.add_argument("--recipe", choices=list(RECIPES), help="a source project's model and hyperparameters")
     what.add_argument("--resume", metavar="CHECKPOINT", help="continue training from a checkpoint")
     tr.add_argument("--model", choices=list_models(), help="registry model (required without --recipe/--resume)")
     tr.add_argument("--option", metavar="KEY=VALUE", type=_parse_option, action="append",
