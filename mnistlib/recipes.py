@@ -329,8 +329,8 @@ def load_or_train(path: str | Path | None = None, *, tag: str = "lesson-03", fol
         ckpt, why = load_checkpoint(_train_quick(folder, verbose), device), f"no run tagged {tag!r}: trained now"
     if verbose:
         acc = ckpt.best_val_acc
-        print(f"Using {ckpt.path.name} — {ckpt.name}, epoch {ckpt.epoch}"
-              f"{f', validation accuracy {acc:.2%}' if acc is not None else ''} ({why})")
+        print(f"Using {ckpt.path.name} — {ckpt.name}, epoch {ckpt.epoch}"  # two lines: each fits a book page
+              f"{f', validation accuracy {acc:.2%}' if acc is not None else ''}\n  ({why})")
     return ckpt
 
 

@@ -26,7 +26,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 ROOT = Path(__file__).resolve().parent.parent
-USING = re.compile(r"^Using (\S+\.pth) — .*\((?P<why>[^()]*)\)\s*$", re.MULTILINE)
+USING = re.compile(r"^Using (\S+\.pth) — [^\n]*?\n?[ \t]*\((?P<why>[^()\n]*)\)[ \t]*$", re.MULTILINE)
 MAIN_RUN = "the best checkpoint of the run tagged 'lesson-03'"
 #: A cell draws a figure when it shows one, calls a plotting helper (a call, not a ``def``), or trains
 #: without being told to be quiet (``train``, ``fine_tune`` and anything asked for ``verbose=True`` draw the

@@ -115,6 +115,10 @@ def test_full_run_checker_flags_a_lesson_that_loaded_another_model() -> None:
     bad = "Using best_model_20261202_2.pth — batchnorm, epoch 1 (no run tagged 'lesson-03': trained now)\n"
     assert wrong_models(lesson(good)) == []
     assert wrong_models(lesson(bad)) == ["best_model_20261202_2.pth (no run tagged 'lesson-03': trained now)"]
+    # load_or_train prints the reason on a second line, so that neither line is wider than a book page
+    two_lines = "Using best_model_20261202_2.pth — batchnorm, epoch 1, validation accuracy 97.00%\n  (as asked)\n"
+    assert wrong_models(lesson(two_lines)) == ["best_model_20261202_2.pth (as asked)"]
+    assert wrong_models(lesson(good.replace(" (the", "\n  (the"))) == []
 
 
 def test_full_run_checker_flags_a_figure_cell_without_its_figure() -> None:

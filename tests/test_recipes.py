@@ -142,7 +142,8 @@ def _callbacks_of(recipe: Recipe, data: DataBundle) -> list:
 
 
 def test_load_or_train_prefers_the_tagged_run_then_the_quick_model(tiny: DataBundle, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "models"
     monkeypatch.setenv("MNISTLIB_QUICK", "1")
     import mnistlib.recipes as recipes
@@ -159,3 +160,9 @@ def test_load_or_train_prefers_the_tagged_run_then_the_quick_model(tiny: DataBun
     mine = train("classic", tiny, epochs=1, checkpoint_dir=folder, tag="lesson-03", **QUIET)
     assert load_or_train(folder=folder, verbose=False).path == mine.history.best_path
     assert load_or_train(demo.history.final_path, verbose=False).path == demo.history.final_path
+    capsys.readouterr()
+    load_or_train(folder=folder)  # what the lessons print: the checkpoint, then why, each line narrow enough for a book
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"Using {mine.history.best_path.name} — classic, epoch 1")
+    assert lines[1:] == ["  (the best checkpoint of the run tagged 'lesson-03')"]
+    assert max(len(line) for line in lines) <= 100

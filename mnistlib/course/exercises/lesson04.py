@@ -32,7 +32,7 @@ def check_accuracy_se(answer: object) -> str:
     p, n = 0.985, 10_000
     right = math.sqrt(p * (1 - p) / n)
     if close(answer, right, rel=1e-2):
-        return "so two models 0.1 % apart on 10,000 images are hardly distinguishable."
+        return "about 0.12 percentage point, so two models 0.1 point apart on 10,000 images are hardly distinguishable."
     if close(answer, right * 100, rel=1e-2):
         raise Wrong("give it as a fraction, like the accuracy 0.985, not in percent.")
     if close(answer, p * (1 - p) / n, rel=1e-2):
@@ -121,7 +121,7 @@ EXERCISES = (
         level=1,
         prompt_md=(
             "A model reads 98.5 % of 10,000 test images right. Treat each image as an independent yes/no trial: "
-            "what is the **standard error** of that accuracy, as a fraction? Is a 0.1 % difference between two "
+            "what is the **standard error** of that accuracy, as a fraction? Is a 0.1 percentage point difference between two "
             "models worth a headline?"
         ),
         starter="accuracy_se = ...  # a fraction, like 0.985",
@@ -332,7 +332,7 @@ QUIZ = (
         "Two models score 98.70 % and 98.60 % on 10,000 test images. What can you conclude?",
         (
             "The first is clearly better",
-            "Little: the difference is below one standard error (about 0.12 %)",
+            "Little: the difference is below one standard error (about 0.12 percentage point)",
             "The second is overfitted",
             "They make the same mistakes",
         ),

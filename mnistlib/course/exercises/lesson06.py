@@ -19,7 +19,7 @@ from .core import Exercise, LessonMaterial, Wrong, WrongAnswer, checker, close, 
 def check_steps_per_epoch(answer: object) -> str:
     n = need_int(answer)
     if n == math.ceil(55_000 / 256):
-        return "half as many weight updates per epoch: faster epochs can still mean slower learning."
+        return "half as many weight updates per epoch: even where an epoch runs faster, it teaches in fewer steps."
     if n == math.ceil(55_000 / 128):
         raise Wrong("that is for batch 128: a bigger batch means fewer steps per epoch.")
     if n == 55_000 // 256:
@@ -45,7 +45,8 @@ def _pair(answer: object) -> tuple[int, int]:
 def check_gap_head(answer: object) -> str:
     fc, gap = _pair(answer)
     if (fc, gap) == _heads():
-        return "pooling each map to one number leaves the last layer 48× smaller."
+        return ("pooling each map to one number leaves the last layer 48× smaller; it also forgets where in the "
+                "7 × 7 map each feature was found, so the convolutions must do more of the work.")
     if (fc, gap) == (32 * 7 * 7 * 10, 32 * 10):
         raise Wrong("each of the 10 outputs has a bias too.")
     if gap == 32 * 7 * 7 * 10 + 10 or gap == 1568 + 10:
@@ -161,8 +162,9 @@ EXERCISES = (
         title="Bigger batches, fewer steps",
         level=1,
         prompt_md=(
-            "Going from batches of 128 to batches of 256 makes each epoch faster on a CPU. How many optimizer "
-            "steps does one epoch over the 55,000 training images take with batch 256 (last batch kept)?"
+            "Whether batches of 256 instead of 128 make an epoch faster depends on the machine (the lesson measured "
+            "it); what they always change is the number of optimizer steps. How many steps does one epoch over the "
+            "55,000 training images take with batch 256 (last batch kept)?"
         ),
         starter="steps = ...  # a whole number",
         solution="import math\n\nsteps = math.ceil(55_000 / 256)\nsteps",
@@ -177,7 +179,7 @@ EXERCISES = (
         prompt_md=(
             "The last conv gives 32 maps of 7 × 7. Head (a): `Flatten` + `Linear(32*7*7, 10)`. Head (b): "
             "`AdaptiveAvgPool2d(1)` (global average pooling) + `Flatten` + `Linear(32, 10)`. How many parameters "
-            "does each have? Then: which do you expect to train better in a few epochs, and why?"
+            "does each have? Then: what does head (b) throw away that head (a) keeps?"
         ),
         starter="head_params = ...  # (fully connected head, global-average-pooling head)",
         solution="head_params = (32 * 7 * 7 * 10 + 10, 32 * 10 + 10)\nhead_params",
