@@ -268,7 +268,7 @@ def occlusion_map(
     stride: int = 2,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Occlusion sensitivity: how much the ``target`` probability drops when a grey patch hides
+    """Occlusion sensitivity: how much the ``target`` probability drops when a blank patch hides
     each pixel. Returns an ``[H, W]`` map (averaged over all patch positions covering a pixel).
 
     ``x`` is one normalised image; ``target`` defaults to the predicted class; the patch is

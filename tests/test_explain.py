@@ -467,3 +467,9 @@ def test_activation_stats_figure_has_a_row_per_run() -> None:
     assert [len(ax.lines) for ax in fig.axes] == [1] * 6
     assert all(ax.get_ylim() == (-0.03, 1.03) for ax in fig.axes[2::3])  # shares of zeros: one scale, 0 to 1
     plt.close(fig)
+
+
+def test_occlusion_docstring_names_the_patch_it_uses() -> None:
+    """Lesson 07 prints this docstring: the patch is filled with the blank background, not grey."""
+    doc = E.occlusion_map.__doc__
+    assert "blank patch" in doc and "grey" not in doc

@@ -214,12 +214,12 @@ QUIZ = (
     ),
     Q(
         "Fine-tuning a trained model on a few dozen digits: which learning rate, compared with training from scratch?",
-        ("10× larger", "The same", "Smaller, often about 10×", "Zero"),
+        ("10× larger", "The same", "Smaller: a fraction of the rate it was trained with", "Zero"),
         2,
         (
             "Large steps would wreck what the network already knows.",
             "It can work, but tends to overwrite too much.",
-            "Small steps adapt the weights without forgetting.",
+            "Small steps adapt the weights without forgetting (this lesson's FINE_TUNE_LR is 5e-4).",
             "Then nothing would change.",
         ),
     ),

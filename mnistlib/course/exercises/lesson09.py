@@ -257,7 +257,7 @@ QUIZ = (
         ),
     ),
     Q(
-        "The ONNX model's outputs differ from PyTorch's by about 5e-7. Is the export broken?",
+        "The ONNX model's logits differ from PyTorch's by about 1e-6. Is the export broken?",
         (
             "Yes",
             "No: float32 operations in a different order round differently; differences of that size are expected",
