@@ -142,6 +142,7 @@ def test_full_run_checker_flags_a_figure_cell_without_its_figure() -> None:
         new_code_cell("tuned = fine_tune(ckpt, images, labels)"),
         new_code_cell("net.train()\nrun = train(recipe, data, verbose=False)"),  # a mode switch; a quiet run
         new_code_cell("m = train_with_augmentation(name, verbose=True)"),
+        new_code_cell("print(best)\n# plot_history(history) redraws the curves above"),  # a comment draws nothing
     ]
     cells[4].outputs = [text_only]
     assert missing_figures(new_notebook(cells=cells)) == ["cell 1", "cell 2", "cell 4", "cell 6", "cell 7", "cell 9"]
