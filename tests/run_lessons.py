@@ -97,14 +97,14 @@ def run_lesson(path: Path, out: Path, timeout: int) -> float:
     seconds = time.perf_counter() - start
     loaded = wrong_models(nb) if path.name[:2] > "03" else []
     if loaded:
-        raise RuntimeError(f"{path.name} loaded something other than lesson 03's main run: {', '.join(loaded)}")
+        raise RuntimeError(f"it loaded something other than lesson 03's main run: {', '.join(loaded)}")
     blank = missing_figures(nb)
     if blank:
-        raise RuntimeError(f"{path.name}: {len(blank)} cell(s) draw a figure but show none ({', '.join(blank)}); "
+        raise RuntimeError(f"{len(blank)} cell(s) draw a figure but show none ({', '.join(blank)}); "
                            "is MPLBACKEND set to a non-inline backend?")
     paths = machine_paths(nb, str(ROOT), tempfile.gettempdir() + "/", os.environ["MNISTLIB_CHECKPOINTS"])
     if paths:
-        raise RuntimeError(f"{path.name} prints this machine's paths: {'; '.join(paths[:3])}")
+        raise RuntimeError(f"it prints this machine's paths: {'; '.join(paths[:3])}")
     return seconds
 
 
