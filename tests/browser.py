@@ -26,6 +26,13 @@ CHROMIUM_ARGS = [
 ]
 
 
+def new_page(owner, **kwargs):
+    """A page of ``owner`` (a browser or a context) that waits up to PAGE_S for anything before calling it a hang."""
+    page = owner.new_page(**kwargs)
+    page.set_default_timeout(PAGE_S * 1000)
+    return page
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

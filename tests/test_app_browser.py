@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, screenshot_model
+from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, new_page, screenshot_model
 from waiting import PAGE_S
 
 from mnistlib.strokes import example_strokes
@@ -112,8 +112,7 @@ def test_draw_upload_and_stop(app, tmp_path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.set_default_timeout(PAGE_S * 1000)
+            page = new_page(browser, viewport={"width": 1200, "height": 900})
             page.goto(url)
             expect(page.locator(IDLE)).to_have_count(1, timeout=PREDICTION_MS)
             expect(page.get_by_text(ckpt.name)).to_have_count(1, timeout=PREDICTION_MS)  # the caption names it

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS
+from browser import CHROMIUM, CHROMIUM_ARGS, new_page
 from run_lessons import missing_figures
 from waiting import PAGE_S
 
@@ -112,8 +112,7 @@ def browser(book):
 
 def _open(browser, url: str, base: str):
     """A page at ``url`` that records every request leaving the loopback server."""
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(PAGE_S * 1000)
+    page = new_page(browser, viewport={"width": 1280, "height": 900})
     outside: list[str] = []
     local = (base, "data:", "blob:", "about:")
     page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, screenshot_model
+from browser import CHROMIUM, CHROMIUM_ARGS, draw, free_port, keep_screenshot, new_page, screenshot_model
 from PIL import Image
 from waiting import HANG_S, PAGE_S
 
@@ -279,8 +279,7 @@ def test_draw_a_one_and_a_seven_in_jupyterlab(lab, tmp_path) -> None:
     with sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.set_default_timeout(PAGE_S * 1000)
+            page = new_page(browser, viewport={"width": 1300, "height": 1000})
             pad = open_and_run(page, lab, NOTEBOOK.name, tmp_path)
             prediction = pad.locator(".mnist-pad-prediction")
             # The notebook drew a "1" from code: the page shows it too.
@@ -314,8 +313,7 @@ def test_draw_with_touch_in_mobile_emulation(lab, tmp_path) -> None:
         browser = launch(p)
         try:
             context = browser.new_context(**p.devices["Galaxy Tab S4"])  # is_mobile, has_touch
-            page = context.new_page()
-            page.set_default_timeout(PAGE_S * 1000)
+            page = new_page(context)
             assert page.evaluate("() => navigator.maxTouchPoints") > 0
             pad = open_and_run(page, lab, "collect.ipynb", tmp_path)
             prediction = pad.locator(".mnist-pad-prediction")
@@ -338,8 +336,7 @@ def test_save_two_labelled_drawings(lab, tmp_path) -> None:
     with sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.set_default_timeout(PAGE_S * 1000)
+            page = new_page(browser, viewport={"width": 1300, "height": 1000})
             pad = open_and_run(page, lab, "collect.ipynb", tmp_path)
             prediction = pad.locator(".mnist-pad-prediction")
             prompt = pad.locator(".mnist-pad-prompt")
@@ -381,8 +378,7 @@ def test_draw_in_notebook_7(lab, tmp_path) -> None:
     with sync_playwright() as p:
         browser = launch(p)
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.set_default_timeout(PAGE_S * 1000)
+            page = new_page(browser, viewport={"width": 1300, "height": 1000})
             pad = open_and_run(page, lab, "collect.ipynb", tmp_path, front_end="notebook")
             assert "/notebooks/" in page.url
             prediction = pad.locator(".mnist-pad-prediction")
